@@ -1,0 +1,3 @@
+from hpcctl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""`hpcctl site check|schema`: validate a site config and check it against this node."""
+
+from __future__ import annotations
+
+import json
+
+from hpcctl.cli.output import print_json, print_table
+
+
+def register(sub) -> None:
+    site = sub.add_parser("site", help="validate and inspect site configs",
+                          description="Validate and inspect the site config that the plugin and the CLI share.")
+    cmds = site.add_subparsers(dest="site_command", metavar="SUBCOMMAND")
+    cmds.required = True
+
+    check = cmds.add_parser("check", help="validate a site config and check its paths on this node",
+                            description="Validate FILE (default: the active site config) against the schema, "
+                                        "then check that every file, device, library and directory it names "
+                                        "exists on this node. Exit 0 when all required ones exist, 1 when some "
+                                        "are missing, 2 when the config is invalid.")
+    check.add_argument("file", nargs="?", help="site config file (default: the active one)")
+    check.add_argument("--node", help="node name for %%n in paths (default: this host)")
+    check.add_argument("--syntax-only", action="store_true", help="validate only; do not look at this node")
+    check.add_argument("--json", action="store_true", help="print findings as JSON")
+    check.set_defaults(func=run_check)
+
+    schema = cmds.add_parser("schema", help="print the site config JSON Schema",
+                             description="Print the JSON Schema of site configs, for editors and CI linting.")
+    schema.set_defaults(func=run_schema)
+
+
+def run_check(args) -> int:
+    from hpcctl.site.check import check_node
+    from hpcctl.site.config import find_site_file, load_site
+
+    path = args.file or str(find_site_file(args.site))
+    site = load_site(path)
+    findings = [] if args.syntax_only else check_node(site, args.node)
+    missing = [f for f in findings if f.required and not f.found]
+    if args.json:
+        print_json({"file": path, "valid": True, "findings": [f.to_dict() for f in findings],
+                    "missing": len(missing)})
+    else:
+        print(f"{path}: valid site config for cluster '{site.cluster}'")
+        if findings:
+            rows = [[f.section, f.what, f.path, "ok" if f.found else ("MISSING" if f.required else "absent"),
+                     f.detail] for f in findings]
+            print_table(["SECTION", "WHAT", "PATH", "STATUS", "DETAIL"], rows)
+        if missing:
+            print(f"{len(missing)} required path(s) missing on this node")
+    return 1 if missing else 0
+
+
+def run_schema(args) -> int:
+    from hpcctl.site.schema import SITE_SCHEMA
+
+    print(json.dumps(SITE_SCHEMA, indent=2))
+    return 0
