@@ -1,0 +1,47 @@
+"""The mount plan: everything a task's container gets, decided in Python before any syscall.
+
+Data flows one way: image cache -> MountPlan -> the C shim, which only executes it. Each entry says why it is there,
+so `hpcctl site explain` can print the plan a job would get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class PlanMount:
+    """One mount inside the container. ``kind``: bind (host path), tmpfs, or dev (a device node bind)."""
+
+    source: str
+    target: str
+    kind: str = "bind"
+    readonly: bool = True
+    create: str = "auto"  # dir | file | auto: what to create in the overlay when the target is missing
+    why: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EnvOp:
+    """An environment change applied in order: set, prepend or append (with ':'), or unset."""
+
+    op: str
+    name: str
+    value: str = ""
+    why: str = ""
+
+
+@dataclass
+class MountPlan:
+    image: str  # path of the squashfs (or directory) used as the container's root
+    mounts: list[PlanMount] = field(default_factory=list)
+    env: list[EnvOp] = field(default_factory=list)
+    ldconfig: bool = False  # rebuild the container's linker cache in the overlay (never in the cached image)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "mounts": [m.to_dict() for m in self.mounts],
+                "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig, "notes": self.notes}
