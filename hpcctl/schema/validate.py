@@ -4,7 +4,8 @@ Site configs and job specs are both checked here, so every problem a user sees r
 ``FILE:LINE: PATH: what is wrong (how to fix it)``, all problems at once.
 
 Supported keywords: type, properties, required, additionalProperties, items, enum, pattern, minimum, maximum,
-minItems, minLength, $ref (``#/$defs/NAME``), description, default, and ``x-hint`` (the fix shown with a problem).
+minItems, minLength, $ref (``#/$defs/NAME``), description, default, ``x-format`` (what a pattern accepts, in words)
+and ``x-hint`` (the fix shown with a problem).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _check(value, schema: dict, root: dict, path: Path, doc: Located, problems: 
         return
     if isinstance(value, str):
         if "pattern" in schema and not re.fullmatch(schema["pattern"], value):
-            report(f"{value!r} is not valid here; {schema.get('description', 'see the schema')}")
+            report(f"{value!r} is not {schema.get('x-format', 'in the expected format')}")
         if len(value) < schema.get("minLength", 0):
             report("must not be empty")
     if isinstance(value, (int, float)) and not isinstance(value, bool):

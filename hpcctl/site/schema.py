@@ -5,10 +5,10 @@
 """
 
 SIZE = {"type": ["string", "integer"], "pattern": r"\d+(\.\d+)?\s*([KMGT]i?B?)?",
-        "description": "a size such as 20GiB, 500M or a byte count"}
+        "x-format": "a size such as 20GiB, 500M or a byte count"}
 DURATION = {"type": "string", "pattern": r"(\d+-)?\d{1,2}(:\d{2}){0,2}|UNLIMITED",
-            "description": "a Slurm time such as 30, 01:00:00 or 2-00:00:00"}
-ABS_PATH = {"type": "string", "pattern": r"/.*", "description": "an absolute path",
+            "x-format": "a Slurm time such as 30, 01:00:00 or 2-00:00:00"}
+ABS_PATH = {"type": "string", "pattern": r"/.*", "x-format": "an absolute path",
             "x-hint": "write an absolute path starting with /"}
 STR_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}}
 ENV_MAP = {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}}
@@ -131,7 +131,7 @@ SITE_SCHEMA: dict = {
                 "binaries": STR_LIST,
                 "control_devices": {"type": "array", "items": ABS_PATH},
                 "device_pattern": {"type": "string", "pattern": r"/.*\{index\}.*",
-                                   "description": "path of GPU N, with {index}, e.g. /dev/nvidia{index}"},
+                                   "x-format": "a device path with {index}, e.g. /dev/nvidia{index}"},
                 "cdi_spec": ABS_PATH,
                 "ldconfig": ABS_PATH,
             },

@@ -1,0 +1,114 @@
+"""The sandbox's test images, made from rootfs trees this code builds, and pushed to the sandbox registries.
+
+- hpcctl/busybox:latest: busybox-static and a few files, two layers, OCI manifest.
+- hpcctl/debian:bookworm: `debootstrap --variant=minbase` (about 200 MB), four layers with a whiteout, Docker v2.
+- private/busybox:latest on the password-protected registry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from hpcctl.sandbox import layout as L
+from hpcctl.sandbox.daemons import StepFailed
+from hpcctl.sandbox.oci_push import OCI_MANIFEST, DOCKER_MANIFEST, Pusher, build_layer, image_config
+
+PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ROOTFS_DIR = L.BUILD_CACHE / "rootfs"
+LAYER_DIR = L.BUILD_CACHE / "layers"
+
+BUSYBOX = ("hpcctl/busybox", "latest")
+DEBIAN = ("hpcctl/debian", "bookworm")
+PRIVATE = ("private/busybox", "latest")
+
+
+def debian_mirror() -> str:
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", sources.read_text(), re.MULTILINE)
+        if match:
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+def busybox_tree() -> Path:
+    root = ROOTFS_DIR / "busybox"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for d in ("bin", "etc", "tmp", "proc", "sys", "dev", "home", "root", "run", "var/tmp", "usr/bin", "usr/sbin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", root / "bin/busybox")
+    applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True, check=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            os.symlink("busybox", root / "bin" / applet)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (root / "etc/os-release").write_text('NAME="hpcctl busybox test image"\nID=busybox\n')
+    (root / "tmp").chmod(0o1777)
+    (root / ".complete").touch()
+    return root
+
+
+def debian_tree(log: Path) -> Path:
+    root = ROOTFS_DIR / "debian-bookworm"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    with open(log, "a") as out:
+        rc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root), debian_mirror()],
+                            stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc:
+        raise StepFailed("test image debian", f"debootstrap exited with status {rc}", log)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for item in (root / cache).glob("*.deb"):
+            item.unlink()
+    (root / ".complete").touch()
+    return root
+
+
+def _marker_tree() -> Path:
+    """A top layer that adds a file and deletes one of the lower layers' files (a whiteout)."""
+    root = ROOTFS_DIR / "debian-top"
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/hpcctl-test-image").write_text("hpcctl sandbox debian test image\n")
+    (root / "etc/.wh.motd").touch()
+    return root
+
+
+def push_busybox(pusher: Pusher, repo: str, tag: str) -> None:
+    if pusher.has_manifest(repo, tag, OCI_MANIFEST):
+        return
+    root = busybox_tree()
+    layers = [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
+              build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
+    config = image_config([PATH_ENV, "HPCCTL_TEST_IMAGE=busybox"], ["/bin/sh"])
+    pusher.push_image(repo, tag, layers, config)
+
+
+def push_debian(pusher: Pusher, log: Path) -> None:
+    repo, tag = DEBIAN
+    if pusher.has_manifest(repo, tag, DOCKER_MANIFEST):
+        return
+    root = debian_tree(log)
+    libdir = "./usr/lib/x86_64-linux-gnu"
+    layers = [
+        build_layer(root, LAYER_DIR / "debian-libs.tar.gz", [libdir]),
+        build_layer(root, LAYER_DIR / "debian-usr.tar.gz", ["./usr"], excludes=[libdir]),
+        build_layer(root, LAYER_DIR / "debian-rest.tar.gz", ["."], excludes=["./usr", "./.complete"]),
+        build_layer(_marker_tree(), LAYER_DIR / "debian-top.tar.gz", ["./etc"]),
+    ]
+    config = image_config([PATH_ENV, "LANG=C.UTF-8", "HPCCTL_TEST_IMAGE=debian"], ["/bin/bash"])
+    pusher.push_image(repo, tag, layers, config, docker_v2=True)
+
+
+def push_all(log: Path) -> None:
+    public = Pusher(L.REGISTRY)
+    push_busybox(public, *BUSYBOX)
+    push_debian(public, log)
+    push_busybox(Pusher(L.AUTH_REGISTRY, L.AUTH_USER, L.AUTH_PASSWORD), *PRIVATE)

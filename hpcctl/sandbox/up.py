@@ -1,0 +1,201 @@
+"""`hpcctl sandbox up|status|down`: bring the local cluster up step by step, idempotently, and take it down.
+
+`up` records what it started in STATE_FILE, so `down` stops only that. Every step either finds its work done
+(a second `up` takes seconds) or does it; a failure names the step and shows the tail of that daemon's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcctl.errors import HpcctlError
+from hpcctl.sandbox import layout as L
+from hpcctl.sandbox import daemons, packages, plugin, registry, slurm_conf, test_images, users
+from hpcctl.sandbox.daemons import Daemon, StepFailed
+
+REPO_SITE = Path(__file__).resolve().parents[2] / "site-configs" / "sandbox.yaml"
+
+
+def munged() -> Daemon:
+    return Daemon("munged", ("/usr/sbin/munged",), Path("/run/munge/munged.pid"), L.log("munged"), user="munge")
+
+
+def slurmctld() -> Daemon:
+    return Daemon("slurmctld", ("/usr/sbin/slurmctld",), L.RUN_DIR / "slurmctld.pid", L.log("slurmctld"))
+
+
+def slurmd(node: str) -> Daemon:
+    return Daemon(f"slurmd {node}", ("/usr/sbin/slurmd", "-N", node), L.RUN_DIR / f"slurmd-{node}.pid",
+                  L.LOG_DIR / f"slurmd-{node}.log")
+
+
+def all_daemons() -> list[Daemon]:
+    return [munged(), slurmctld(), *(slurmd(n) for n in L.NODES), *registry.daemons()]
+
+
+def _ok(cmd: list[str]) -> bool:
+    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _munge_works() -> bool:
+    return subprocess.run("munge -n | unmunge", shell=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def _node_states() -> dict[str, str]:
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout
+    return dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
+
+
+@dataclass
+class Report:
+    """What `up` did, step by step; printed as it goes unless quiet."""
+
+    quiet: bool = False
+
+    def step(self, name: str, outcome: str) -> None:
+        if not self.quiet:
+            print(f"  {name:<28} {outcome}", flush=True)
+
+
+def _record_started(name: str) -> None:
+    started = set(_started())
+    started.add(name)
+    L.STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    L.STATE_FILE.write_text(json.dumps(sorted(started)))
+
+
+def _started() -> list[str]:
+    try:
+        return json.loads(L.STATE_FILE.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _start(daemon: Daemon, ready, report: Report, timeout: float = 30.0) -> None:
+    if daemon.pid():
+        report.step(daemon.name, f"running (pid {daemon.pid()})")
+        return
+    pid = daemons.start(daemon, ready, timeout)
+    _record_started(daemon.name)
+    report.step(daemon.name, f"started (pid {pid})")
+
+
+def _fake_gpus() -> bool:
+    made = False
+    L.FAKE_GPU_DIR.mkdir(parents=True, exist_ok=True)
+    for node in L.NODES:
+        for dev in L.gpu_devices(node):
+            minor = int(dev.name[len("nvidia"):])
+            if dev.exists() and stat.S_ISCHR(dev.stat().st_mode):
+                continue
+            os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(195, minor))
+            dev.chmod(0o666)
+            made = True
+    return made
+
+
+def _directories() -> None:
+    for path in (L.STATE_DIR / "slurmctld", L.LOG_DIR, L.RUN_DIR, L.BUILD_CACHE, Path("/run/munge")):
+        path.mkdir(parents=True, exist_ok=True)
+    shutil.chown("/run/munge", "munge", "munge")
+    for node in L.NODES:
+        Path(f"/var/spool/slurmd/{node}").mkdir(parents=True, exist_ok=True)
+        tmpfs = Path(f"/tmp/slurmtmp_{node}")
+        tmpfs.mkdir(parents=True, exist_ok=True)
+        tmpfs.chmod(0o1777)
+
+
+def _site_config() -> bool:
+    return slurm_conf.write_if_changed(L.SITE_FILE, REPO_SITE.read_text())
+
+
+def _restart(report: Report, names: list[Daemon]) -> None:
+    for daemon in names:
+        if daemons.stop(daemon):
+            report.step(daemon.name, "stopped for new config")
+
+
+def _wait_nodes_idle(timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    resumed = False
+    states: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        states = _node_states()
+        if all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in L.NODES):
+            return
+        if not resumed and any(s.startswith(("drain", "down")) for s in states.values()):
+            subprocess.run(["scontrol", "update", f"NodeName=n[1-{len(L.NODES)}]", "State=RESUME"],
+                           capture_output=True)
+            resumed = True
+        time.sleep(0.5)
+    raise StepFailed("nodes idle", f"node states after {timeout:.0f} s: {states or 'sinfo gave nothing'}",
+                     L.LOG_DIR / f"slurmd-{L.NODES[0]}.log")
+
+
+def up(quiet: bool = False, images: bool = True) -> None:
+    if os.geteuid() != 0:
+        raise HpcctlError("hpcctl sandbox up must run as root", "run it with sudo or as root")
+    report = Report(quiet)
+    L.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    installed = packages.ensure(str(L.log("apt")))
+    report.step("packages", f"installed {len(installed)}" if installed else "present")
+    _directories()
+    report.step("test user", "created" if users.ensure_test_user() else f"{L.TEST_USER} exists")
+    report.step("fake GPUs", "created" if _fake_gpus() else f"{L.FAKE_GPU_DIR}/nvidia[0-3] exist")
+    report.step("site config", "written" if _site_config() else f"{L.SITE_FILE} up to date")
+    _start(munged(), _munge_works, report)
+
+    conf_changed = slurm_conf.write_all(L.host())
+    plugin_changed = plugin.build_and_install(L.log("plugin-build"))
+    report.step("spank plugin", "built and registered" if plugin_changed else "up to date")
+    if conf_changed:
+        _restart(report, [*(slurmd(n) for n in L.NODES), slurmctld()])
+    elif plugin_changed:
+        _restart(report, [slurmd(n) for n in L.NODES])
+    report.step("slurm config", "written" if conf_changed else "up to date")
+    _start(slurmctld(), lambda: _ok(["scontrol", "ping"]), report)
+    for node in L.NODES:
+        _start(slurmd(node), lambda node=node: node in _node_states(), report)
+    _wait_nodes_idle()
+    report.step("nodes", ", ".join(f"{n} idle" for n in L.NODES))
+
+    registry.write_configs()
+    for daemon, (_, addr, _) in zip(registry.daemons(), registry.REGISTRIES):
+        _start(daemon, lambda addr=addr: registry.answers(addr), report)
+    if images:
+        started = time.monotonic()
+        test_images.push_all(L.log("test-images"))
+        report.step("test images", f"in registry ({time.monotonic() - started:.1f} s)")
+
+
+def status() -> dict:
+    """What runs, with pids and log paths; nodes and registries."""
+    info = {"daemons": [], "nodes": _node_states() if slurmctld().pid() else {},
+            "registries": {addr: registry.answers(addr) for _, addr, _ in registry.REGISTRIES},
+            "site_config": str(L.SITE_FILE), "plugin": str(L.PLUGIN_SO), "logs": str(L.LOG_DIR),
+            "test_user": L.TEST_USER}
+    for daemon in all_daemons():
+        info["daemons"].append({"name": daemon.name, "pid": daemon.pid(), "log": str(daemon.log),
+                                "started_by_sandbox": daemon.name in _started()})
+    return info
+
+
+def down(quiet: bool = False) -> list[str]:
+    """Stop only the daemons `up` started, newest first."""
+    started = set(_started())
+    stopped = []
+    for daemon in reversed(all_daemons()):
+        if daemon.name in started and daemons.stop(daemon):
+            stopped.append(daemon.name)
+            if not quiet:
+                print(f"  {daemon.name:<28} stopped", flush=True)
+    L.STATE_FILE.unlink(missing_ok=True)
+    return stopped
