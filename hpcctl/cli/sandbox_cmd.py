@@ -32,9 +32,10 @@ def run_up(args) -> int:
 
     if not args.quiet:
         print("hpcctl sandbox up:")
-    up(quiet=args.quiet, images=not args.no_images)
+    changed = up(quiet=args.quiet, images=not args.no_images)
     if not args.quiet:
-        print("sandbox ready: try `sinfo`, or `hpcctl sandbox status`")
+        summary = f"{changed} step(s) changed something" if changed else "nothing changed"
+        print(f"sandbox ready ({summary}): try `sinfo`, or `hpcctl sandbox status`")
     return 0
 
 

@@ -81,20 +81,21 @@ def _marker_tree() -> Path:
     return root
 
 
-def push_busybox(pusher: Pusher, repo: str, tag: str) -> None:
+def push_busybox(pusher: Pusher, repo: str, tag: str) -> bool:
     if pusher.has_manifest(repo, tag, OCI_MANIFEST):
-        return
+        return False
     root = busybox_tree()
     layers = [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
               build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
     config = image_config([PATH_ENV, "HPCCTL_TEST_IMAGE=busybox"], ["/bin/sh"])
     pusher.push_image(repo, tag, layers, config)
+    return True
 
 
-def push_debian(pusher: Pusher, log: Path) -> None:
+def push_debian(pusher: Pusher, log: Path) -> bool:
     repo, tag = DEBIAN
     if pusher.has_manifest(repo, tag, DOCKER_MANIFEST):
-        return
+        return False
     root = debian_tree(log)
     libdir = "./usr/lib/x86_64-linux-gnu"
     layers = [
@@ -105,10 +106,16 @@ def push_debian(pusher: Pusher, log: Path) -> None:
     ]
     config = image_config([PATH_ENV, "LANG=C.UTF-8", "HPCCTL_TEST_IMAGE=debian"], ["/bin/bash"])
     pusher.push_image(repo, tag, layers, config, docker_v2=True)
+    return True
 
 
-def push_all(log: Path) -> None:
+def push_all(log: Path) -> list[str]:
+    """Push the test images the registries lack; returns the names pushed."""
     public = Pusher(L.REGISTRY)
-    push_busybox(public, *BUSYBOX)
-    push_debian(public, log)
-    push_busybox(Pusher(L.AUTH_REGISTRY, L.AUTH_USER, L.AUTH_PASSWORD), *PRIVATE)
+    private = Pusher(L.AUTH_REGISTRY, L.AUTH_USER, L.AUTH_PASSWORD)
+    pushed = [
+        f"{L.REGISTRY}/{':'.join(BUSYBOX)}" if push_busybox(public, *BUSYBOX) else "",
+        f"{L.REGISTRY}/{':'.join(DEBIAN)}" if push_debian(public, log) else "",
+        f"{L.AUTH_REGISTRY}/{':'.join(PRIVATE)}" if push_busybox(private, *PRIVATE) else "",
+    ]
+    return [name for name in pushed if name]

@@ -59,8 +59,10 @@ class Report:
     """What `up` did, step by step; printed as it goes unless quiet."""
 
     quiet: bool = False
+    changed: int = 0
 
-    def step(self, name: str, outcome: str) -> None:
+    def step(self, name: str, outcome: str, changed: bool = False) -> None:
+        self.changed += changed
         if not self.quiet:
             print(f"  {name:<28} {outcome}", flush=True)
 
@@ -85,7 +87,7 @@ def _start(daemon: Daemon, ready, report: Report, timeout: float = 30.0) -> None
         return
     pid = daemons.start(daemon, ready, timeout)
     _record_started(daemon.name)
-    report.step(daemon.name, f"started (pid {pid})")
+    report.step(daemon.name, f"started (pid {pid})", changed=True)
 
 
 def _fake_gpus() -> bool:
@@ -120,7 +122,7 @@ def _site_config() -> bool:
 def _restart(report: Report, names: list[Daemon]) -> None:
     for daemon in names:
         if daemons.stop(daemon):
-            report.step(daemon.name, "stopped for new config")
+            report.step(daemon.name, "stopped for new config", changed=True)
 
 
 def _wait_nodes_idle(timeout: float = 60.0) -> None:
@@ -140,27 +142,31 @@ def _wait_nodes_idle(timeout: float = 60.0) -> None:
                      L.LOG_DIR / f"slurmd-{L.NODES[0]}.log")
 
 
-def up(quiet: bool = False, images: bool = True) -> None:
+def up(quiet: bool = False, images: bool = True) -> int:
+    """Bring everything up; returns how many steps changed something (0 when all was already up)."""
     if os.geteuid() != 0:
         raise HpcctlError("hpcctl sandbox up must run as root", "run it with sudo or as root")
     report = Report(quiet)
     L.LOG_DIR.mkdir(parents=True, exist_ok=True)
     installed = packages.ensure(str(L.log("apt")))
-    report.step("packages", f"installed {len(installed)}" if installed else "present")
+    report.step("packages", f"installed {len(installed)}" if installed else "present", bool(installed))
     _directories()
-    report.step("test user", "created" if users.ensure_test_user() else f"{L.TEST_USER} exists")
-    report.step("fake GPUs", "created" if _fake_gpus() else f"{L.FAKE_GPU_DIR}/nvidia[0-3] exist")
-    report.step("site config", "written" if _site_config() else f"{L.SITE_FILE} up to date")
+    made = users.ensure_test_user()
+    report.step("test user", "created" if made else f"{L.TEST_USER} exists", made)
+    made = _fake_gpus()
+    report.step("fake GPUs", "created" if made else f"{L.FAKE_GPU_DIR}/nvidia[0-3] exist", made)
+    made = _site_config()
+    report.step("site config", "written" if made else f"{L.SITE_FILE} up to date", made)
     _start(munged(), _munge_works, report)
 
     conf_changed = slurm_conf.write_all(L.host())
     plugin_changed = plugin.build_and_install(L.log("plugin-build"))
-    report.step("spank plugin", "built and registered" if plugin_changed else "up to date")
+    report.step("spank plugin", "built and registered" if plugin_changed else "up to date", plugin_changed)
     if conf_changed:
         _restart(report, [*(slurmd(n) for n in L.NODES), slurmctld()])
     elif plugin_changed:
         _restart(report, [slurmd(n) for n in L.NODES])
-    report.step("slurm config", "written" if conf_changed else "up to date")
+    report.step("slurm config", "written" if conf_changed else "up to date", conf_changed)
     _start(slurmctld(), lambda: _ok(["scontrol", "ping"]), report)
     for node in L.NODES:
         _start(slurmd(node), lambda node=node: node in _node_states(), report)
@@ -171,9 +177,9 @@ def up(quiet: bool = False, images: bool = True) -> None:
     for daemon, (_, addr, _) in zip(registry.daemons(), registry.REGISTRIES):
         _start(daemon, lambda addr=addr: registry.answers(addr), report)
     if images:
-        started = time.monotonic()
-        test_images.push_all(L.log("test-images"))
-        report.step("test images", f"in registry ({time.monotonic() - started:.1f} s)")
+        pushed = test_images.push_all(L.log("test-images"))
+        report.step("test images", f"pushed {', '.join(pushed)}" if pushed else "in registry", bool(pushed))
+    return report.changed
 
 
 def status() -> dict:
