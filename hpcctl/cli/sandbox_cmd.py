@@ -25,6 +25,10 @@ def register(sub) -> None:
     status.set_defaults(func=run_status)
     down = cmds.add_parser("down", help="stop what `up` started (and nothing else)")
     down.set_defaults(func=run_down)
+    demo = cmds.add_parser("demo", help="run a first containerized GPU job on the sandbox as hpcuser",
+                           description="Submit a containerized job with one GPU as the test user, wait for it "
+                                       "and print its output.")
+    demo.set_defaults(func=run_demo)
 
 
 def run_up(args) -> int:
@@ -60,4 +64,11 @@ def run_down(args) -> int:
 
     stopped = down()
     print(f"stopped {len(stopped)} daemon(s)" if stopped else "nothing to stop: `up` started nothing that runs")
+    return 0
+
+
+def run_demo(args) -> int:
+    from hpcctl.sandbox.demo import run_demo as demo
+
+    print(demo())
     return 0
