@@ -1,0 +1,242 @@
+"""`hpcctl submit|render|status|logs|cancel|list|schema|config|completion`: job specs from YAML to finished jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from hpcctl.cli.output import print_json, print_table
+
+EXAMPLE = "hpcctl submit examples/hello.yaml --wait"
+
+
+def register(sub) -> None:
+    def command(name: str, help: str, func, description: str | None = None) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help, description=description or help)
+        parser.add_argument("--site", metavar="NAME|FILE", default=argparse.SUPPRESS,
+                            help="site config (default: $HPCCTL_SITE, your config, /etc/hpcctl/site.yaml, "
+                                 "then the one named after Slurm's ClusterName)")
+        parser.set_defaults(func=func)
+        return parser
+
+    submit = command("submit", "validate, render and submit a job spec", run_submit,
+                     "Check FILE against the schema and the site's limits, render each job's batch script, submit "
+                     "it (pipelines: dependencies first) and keep a run bundle per job. SBATCH_* variables from "
+                     f"your shell are left out unless --keep-sbatch-env. Example: {EXAMPLE}")
+    submit.add_argument("file", help="job spec (YAML): one job, or a list of jobs for a pipeline")
+    out = submit.add_mutually_exclusive_group()
+    out.add_argument("--parsable", action="store_true", help="print only JOBID[;CLUSTER], one line per job")
+    out.add_argument("--json", action="store_true", help="print the submitted jobs as JSON")
+    mode = submit.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch commands; submit nothing")
+    mode.add_argument("--test-only", action="store_true",
+                      help="ask Slurm whether and when the jobs would start (sbatch --test-only); queue nothing")
+    mode.add_argument("--wait", action="store_true",
+                      help="follow the jobs to their end, print their output, exit non-zero if one failed")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+    submit.add_argument("--keep-sbatch-env", action="store_true",
+                        help="let inherited SBATCH_* variables change the job (they are warned about either way)")
+
+    render = command("render", "print the batch script(s) a job spec becomes", run_render)
+    render.add_argument("file", help="job spec (YAML)")
+    render.add_argument("--job", metavar="NAME", help="only this job of a pipeline")
+
+    status = command("status", "show the state of jobs", run_status,
+                     "State of jobs by id (123, 123_4 for an array task) or run bundle; uses squeue, then "
+                     "scontrol, then sacct where accounting exists.")
+    status.add_argument("jobs", nargs="+", metavar="JOB", help="job id, array task id, or run bundle")
+    status.add_argument("--json", action="store_true", help="print as JSON")
+
+    logs = command("logs", "print a job's output", run_logs)
+    logs.add_argument("job", metavar="JOB", help="job id, array task id, or run bundle")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing output until the job ends")
+
+    cancel = command("cancel", "cancel jobs", run_cancel)
+    cancel.add_argument("jobs", nargs="+", metavar="JOB", help="job id, array task id, or run bundle")
+
+    listing = command("list", "list your recent submissions and their states", run_list)
+    listing.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+
+    schema = sub.add_parser("schema", help="print the job spec JSON Schema",
+                            description="Print the JSON Schema of job specs, for editor completion and CI linting.")
+    schema.set_defaults(func=run_schema)
+
+    config = command("config", "show effective settings and where each comes from", run_config_show)
+    config.add_argument("action", choices=["show"], help="show: print the effective settings")
+    config.add_argument("--json", action="store_true", help="print as JSON")
+
+    completion = sub.add_parser("completion", help="print a shell completion script",
+                                description="Print a bash completion script: "
+                                            "`source <(hpcctl completion bash)` or save it under "
+                                            "/etc/bash_completion.d/hpcctl.")
+    completion.add_argument("shell", choices=["bash"])
+    completion.set_defaults(func=run_completion)
+
+
+def _site_and_defaults(args):
+    from hpcctl.jobspec.user_config import effective, resource_defaults
+    from hpcctl.site.config import load_site
+
+    settings = effective(getattr(args, "site", None))
+    return load_site(settings["site_file"].value), resource_defaults(settings)
+
+
+def run_submit(args) -> int:
+    from hpcctl.jobspec.load import load_job_file
+    from hpcctl.runs import follow
+    from hpcctl.runs.submit import dry_run_commands, submit_file
+    from hpcctl.slurm.backend import select_backend
+
+    site, defaults = _site_and_defaults(args)
+    jobs = load_job_file(args.file, defaults)
+    if args.dry_run:
+        from hpcctl.jobspec.site_check import check_job_file
+        from hpcctl.render.script import render_job
+
+        check_job_file(jobs, site)
+        for job, cmd in zip(jobs.jobs, dry_run_commands(jobs)):
+            print(f"# {cmd}")
+            print(render_job(job, site))
+        return 0
+    backend = select_backend()
+    done = submit_file(jobs, site, backend, keep_sbatch_env=args.keep_sbatch_env, test_only=args.test_only)
+    if args.test_only:
+        for item in done:
+            print(f"{item.job.name}: {item.message}")
+        return 0
+    if args.json:
+        print_json([d.to_dict() for d in done])
+    elif args.parsable:
+        for d in done:
+            print(f"{d.job_id};{d.cluster}" if d.cluster else d.job_id)
+    else:
+        for d in done:
+            print(f"Submitted job {d.job_id} ({d.job.name}); run bundle {d.bundle}")
+    if not args.wait:
+        return 0
+    targets = follow.resolve([d.job_id for d in done])
+    found = follow.wait_for(backend, [t.ref for t in targets], args.timeout)
+    follow.print_outputs(targets, found)
+    return _exit_for(found)
+
+
+def _exit_for(found: dict) -> int:
+    bad = [j for jobs in found.values() for j in jobs if j.state != "COMPLETED"]
+    for job in bad:
+        print(f"hpcctl: job {job.job_id} ({job.name}) ended {job.state}"
+              + (f" ({job.reason})" if job.reason and job.reason != "None" else "")
+              + f", exit {job.exit_code}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def run_render(args) -> int:
+    from hpcctl.errors import HpcctlError
+    from hpcctl.jobspec.load import load_job_file
+    from hpcctl.jobspec.site_check import check_job_file
+    from hpcctl.render.script import render_job
+
+    site, defaults = _site_and_defaults(args)
+    jobs = load_job_file(args.file, defaults)
+    check_job_file(jobs, site)
+    selected = [j for j in jobs.jobs if args.job in (None, j.name)]
+    if not selected:
+        raise HpcctlError(f"no job named '{args.job}' in {args.file}",
+                          f"use one of: {', '.join(j.name for j in jobs.jobs)}")
+    for i, job in enumerate(selected):
+        if len(selected) > 1:
+            print(("\n" if i else "") + f"# ===== job {job.name} =====")
+        sys.stdout.write(render_job(job, site))
+    return 0
+
+
+def run_status(args) -> int:
+    from hpcctl.runs import follow
+    from hpcctl.slurm.backend import select_backend
+
+    targets = follow.resolve(args.jobs)
+    found = select_backend().status([t.ref for t in targets])
+    if args.json:
+        print_json({ref: [j.to_dict() for j in jobs] for ref, jobs in found.items()})
+        return 0
+    rows = [[j.job_id, j.name, j.state, j.exit_code, j.nodes, j.reason if j.reason != "None" else ""]
+            for jobs in found.values() for j in jobs]
+    rows += [[ref, "", "UNKNOWN", "", "", "no longer known to Slurm (no accounting)"]
+             for ref, jobs in found.items() if not jobs]
+    print_table(["JOB", "NAME", "STATE", "EXIT", "NODES", "REASON"], rows)
+    return 0
+
+
+def run_logs(args) -> int:
+    from hpcctl.errors import HpcctlError
+    from hpcctl.runs import follow
+    from hpcctl.slurm.backend import select_backend
+
+    targets = follow.resolve([args.job])
+    backend = select_backend()
+    if args.follow:
+        follow.tail(backend, targets)
+        return 0
+    found = backend.status([t.ref for t in targets])
+    if not any(follow.output_paths(t, found.get(t.ref, [])) for t in targets):
+        raise HpcctlError(f"no output file known for job {args.job}",
+                          "pass the run bundle (see `hpcctl list`), or look in the job's working directory")
+    follow.print_outputs(targets, found)
+    return 0
+
+
+def run_cancel(args) -> int:
+    from hpcctl.runs import follow
+    from hpcctl.slurm.backend import select_backend
+
+    refs = [t.ref for t in follow.resolve(args.jobs)]
+    select_backend().cancel(refs)
+    print(f"Cancelled {' '.join(refs)}")
+    return 0
+
+
+def run_list(args) -> int:
+    from hpcctl.runs.listing import recent
+    from hpcctl.slurm.backend import select_backend
+
+    rows = recent(select_backend(), args.last)
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(["JOB", "NAME", "STATE", "SUBMITTED", "BUNDLE"],
+                [[r["job_id"], r["name"], r["state"], r["submitted_at"], r["bundle"]] for r in rows])
+    return 0
+
+
+def run_schema(args) -> int:
+    from hpcctl.jobspec.schema import JOB_SCHEMA
+
+    print(json.dumps(JOB_SCHEMA, indent=2))
+    return 0
+
+
+def run_config_show(args) -> int:
+    from hpcctl.jobspec.user_config import effective
+    from hpcctl.runs.bundle import runs_dir
+    from hpcctl.slurm.backend import select_backend
+
+    settings = effective(getattr(args, "site", None))
+    rows = [[key, s.value, s.origin] for key, s in settings.items()]
+    rows.append(["runs_dir", str(runs_dir()), "XDG_DATA_HOME" if "XDG_DATA_HOME" in os.environ
+                 else "default (~/.local/share)"])
+    rows.append(["slurm_backend", select_backend().name, "pyslurm when a build for this Slurm imports"])
+    if args.json:
+        print_json({key: {"value": value, "origin": origin} for key, value, origin in rows})
+    else:
+        print_table(["SETTING", "VALUE", "FROM"], rows)
+    return 0
+
+
+def run_completion(args) -> int:
+    from hpcctl.cli import build_parser
+    from hpcctl.cli.completion import bash_script
+
+    print(bash_script(build_parser()))
+    return 0

@@ -1,0 +1,163 @@
+"""Read a job spec file: schema first, then the rules a schema cannot state; every problem at once, with file:line."""
+
+from __future__ import annotations
+
+from hpcctl.errors import ConfigError
+from hpcctl.jobspec.model import (DEPENDENCY_KINDS, ContainerOptions, Dependency, JobFile, JobSpec, MountSpec,
+                                  MpiSpec, Resources)
+from hpcctl.jobspec.schema import JOB_SCHEMA
+from hpcctl.schema.validate import Located, Problem, load_yaml, validate
+
+SCHEMA_FIX = "see `hpcctl schema` for the allowed keys"
+
+# sbatch options hpcctl writes itself, and the spec key to use instead
+MANAGED_OPTIONS = {
+    "--job-name": "name", "-J": "name", "--partition": "resources.partition", "-p": "resources.partition",
+    "--nodes": "resources.nodes", "-N": "resources.nodes", "--ntasks-per-node": "resources.tasks_per_node",
+    "--cpus-per-task": "resources.cpus_per_task", "-c": "resources.cpus_per_task", "--mem": "resources.memory",
+    "--gres": "resources.gpus and resources.gpu_type", "--gpus-per-node": "resources.gpus",
+    "--time": "resources.time", "-t": "resources.time", "--account": "resources.account",
+    "-A": "resources.account", "--qos": "resources.qos", "-q": "resources.qos", "--array": "array", "-a": "array",
+    "--dependency": "dependencies", "-d": "dependencies", "--output": "outputs.stdout", "-o": "outputs.stdout",
+    "--error": "outputs.stderr", "-e": "outputs.stderr",
+}
+
+
+def path_text(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Report:
+    def __init__(self, doc: Located):
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def add(self, path: tuple, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.doc.file, self.doc.line(path), path_text(path), f"{message} ({fix})"))
+
+
+def load_job_file(path: str, defaults: dict | None = None) -> JobFile:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"], "check the path to the job spec") from None
+    return parse_job_file(text, path, defaults)
+
+
+def parse_job_file(text: str, file: str, defaults: dict | None = None) -> JobFile:
+    """Validate and type a spec. ``defaults`` fill resources the spec leaves out (user config: partition...)."""
+    doc = load_yaml(text, file)
+    if doc.data is None:
+        raise ConfigError([f"{file}:1: the job spec is empty"], "write at least `name:` and `command:`")
+    problems = validate(doc, JOB_SCHEMA)
+    if problems:
+        raise ConfigError([str(p) for p in problems], SCHEMA_FIX)
+    pipeline = isinstance(doc.data, list)
+    raws = [(raw, (i,)) for i, raw in enumerate(doc.data)] if pipeline else [(doc.data, ())]
+    report = _Report(doc)
+    jobs = [_job(raw, at, defaults or {}, report) for raw, at in raws]
+    _check_names_and_dependencies(jobs, pipeline, report)
+    ordered = _submission_order(jobs, report) if pipeline else jobs
+    if report.problems:
+        raise ConfigError([str(p) for p in sorted(report.problems, key=lambda p: p.line)], SCHEMA_FIX)
+    return JobFile(path=file, text=text, jobs=tuple(ordered), pipeline=pipeline, doc=doc)
+
+
+def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
+    if ("command" in raw) == ("script" in raw):
+        report.add(at + ("name",), "needs exactly one of 'command' or 'script'" if "command" in raw
+                   else "has neither 'command' nor 'script'",
+                   "write `command:` for one line or an argv list, `script:` for several lines")
+    if "container" in raw and "image" not in raw:
+        report.add(at + ("container",), "container options without an image",
+                   "add `image:` or remove `container:`")
+    res = {**{k: v for k, v in defaults.items() if k in Resources.__dataclass_fields__}, **raw.get("resources", {})}
+    if "gpu_type" in res and not res.get("gpus"):
+        report.add(at + ("resources", "gpu_type"), "gpu_type without gpus", "set resources.gpus to 1 or more")
+    for i, arg in enumerate(raw.get("sbatch_args", ())):
+        option = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+        if option in MANAGED_OPTIONS:
+            report.add(at + ("sbatch_args", i), f"'{option}' is written by hpcctl",
+                       f"set {MANAGED_OPTIONS[option]} instead")
+        elif option.startswith("--container-"):
+            report.add(at + ("sbatch_args", i), f"'{option}' is written by hpcctl", "use image: and container:")
+    container = raw.get("container", {})
+    command = raw.get("command")
+    return JobSpec(
+        name=raw["name"], at=at, image=raw.get("image"),
+        command=tuple(command) if isinstance(command, list) else command, script=raw.get("script"),
+        resources=Resources(**{k: (str(v) if k == "memory" else v) for k, v in res.items()}),
+        mpi=MpiSpec(**raw["mpi"]) if "mpi" in raw else None,
+        container=ContainerOptions(mounts=tuple(MountSpec.parse(m) for m in container.get("mounts", ())),
+                                   workdir=container.get("workdir"), env=tuple(container.get("env", ())),
+                                   writable=container.get("writable"), entrypoint=container.get("entrypoint")),
+        environment={k: _env_value(v) for k, v in raw.get("environment", {}).items()},
+        array=str(raw["array"]) if "array" in raw else None,
+        dependencies=tuple(Dependency(kind, str(t)) for kind in DEPENDENCY_KINDS
+                           for t in raw.get("dependencies", {}).get(kind, ())),
+        stdout=raw.get("outputs", {}).get("stdout"), stderr=raw.get("outputs", {}).get("stderr"),
+        sbatch_args=tuple(raw.get("sbatch_args", ())))
+
+
+def _env_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _dependency_path(job: JobSpec, dep: Dependency, raw_index: int) -> tuple:
+    return job.at + ("dependencies", dep.kind, raw_index)
+
+
+def _check_names_and_dependencies(jobs: list[JobSpec], pipeline: bool, report: _Report) -> None:
+    seen: set[str] = set()
+    for job in jobs:
+        if job.name in seen:
+            report.add(job.at + ("name",), f"job name '{job.name}' is used twice in this pipeline",
+                       "give every job its own name")
+        seen.add(job.name)
+    names = {j.name for j in jobs}
+    for job in jobs:
+        per_kind: dict[str, int] = {}
+        for dep in job.dependencies:
+            index = per_kind[dep.kind] = per_kind.get(dep.kind, -1) + 1
+            if dep.is_job_id:
+                continue
+            where = _dependency_path(job, dep, index)
+            if not pipeline:
+                report.add(where, f"'{dep.target}' is not a job id",
+                           "name other jobs only in a pipeline (a list of jobs); here use a Slurm job id")
+            elif dep.target == job.name:
+                report.add(where, f"job '{job.name}' depends on itself", "remove this dependency")
+            elif dep.target not in names:
+                report.add(where, f"no job named '{dep.target}' in this pipeline",
+                           f"use one of: {', '.join(sorted(names - {job.name})) or 'no other jobs'}")
+
+
+def _submission_order(jobs: list[JobSpec], report: _Report) -> list[JobSpec]:
+    """Jobs with their dependencies first, file order otherwise; a cycle is reported, not submitted."""
+    by_name = {j.name: j for j in jobs}
+    ordered: list[JobSpec] = []
+    state: dict[str, str] = {}
+
+    def visit(job: JobSpec, trail: list[str]) -> None:
+        if state.get(job.name) == "done":
+            return
+        if state.get(job.name) == "active":
+            cycle = trail[trail.index(job.name):] + [job.name]
+            report.add(job.at + ("dependencies",), f"dependency cycle: {' -> '.join(cycle)}",
+                       "remove one dependency of the cycle")
+            return
+        state[job.name] = "active"
+        for dep in job.dependencies:
+            target = by_name.get(dep.target)
+            if target is not None and target is not job and not dep.is_job_id:
+                visit(target, trail + [job.name])
+        state[job.name] = "done"
+        ordered.append(job)
+
+    for job in jobs:
+        visit(job, [])
+    return ordered

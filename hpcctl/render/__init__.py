@@ -1,0 +1,1 @@
+"""Turn typed job specs into batch scripts with Jinja2 templates that a site can override."""

@@ -1,0 +1,104 @@
+"""What a job spec means to Slurm: the #SBATCH directives, the plugin's --container-* options, the srun line.
+
+A container job with one task runs its whole batch script inside the container (options as #SBATCH lines).
+A job with several tasks or MPI keeps the batch script on the host and starts the tasks with
+`srun --container-*`, because srun does not work inside the container.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from hpcctl.jobspec.model import JobSpec
+from hpcctl.site.config import SiteConfig, parse_size
+
+
+@dataclass(frozen=True)
+class Launch:
+    sbatch: tuple[str, ...]  # the text after "#SBATCH "
+    environment: tuple[tuple[str, str], ...]  # exported before the command, in order
+    srun: tuple[str, ...] | None  # srun's options, or None when the batch script runs the command itself
+    command: str  # sh source of what runs (per task under srun)
+
+
+def uses_srun(job: JobSpec) -> bool:
+    return job.tasks > 1 or job.mpi is not None
+
+
+def sbatch_escape(value: str) -> str:
+    """sbatch stops reading an #SBATCH line at '#': escape it as '\\#' (e.g. nvcr.io#nvidia/pytorch)."""
+    return value.replace("#", "\\#")
+
+
+def container_options(job: JobSpec, site: SiteConfig) -> list[str]:
+    if not job.image:
+        return []
+    c = job.container
+    opts = [f"--container-image={job.image}"]
+    if c.mounts:
+        opts.append("--container-mounts=" + ",".join(m.option() for m in c.mounts))
+    if c.workdir:
+        opts.append(f"--container-workdir={c.workdir}")
+    env_names = sorted(set(c.env) | (set(job.environment) | set(_mpi_env(job, site)) if uses_srun(job) else set()))
+    if env_names:
+        opts.append("--container-env=" + ",".join(env_names))
+    if c.writable is not None:
+        opts.append("--container-writable" if c.writable else "--container-readonly")
+    if c.entrypoint is not None:
+        opts.append("--container-entrypoint" if c.entrypoint else "--no-container-entrypoint")
+    if job.mpi is not None and _mpi_flavour(job, site):
+        opts.append(f"--container-mpi={_mpi_flavour(job, site)}")
+    return opts
+
+
+def _mpi_flavour(job: JobSpec, site: SiteConfig) -> str | None:
+    return (job.mpi.flavour or site.mpi.default) if job.mpi is not None else None
+
+
+def _mpi_env(job: JobSpec, site: SiteConfig) -> dict:
+    flavour = site.mpi.flavours.get(_mpi_flavour(job, site) or "")
+    return dict(flavour.env) if flavour else {}
+
+
+def sbatch_directives(job: JobSpec) -> list[str]:
+    res = job.resources
+    out = [f"--job-name={job.name}"]
+    if res.partition:
+        out.append(f"--partition={res.partition}")
+    if res.account:
+        out.append(f"--account={res.account}")
+    if res.qos:
+        out.append(f"--qos={res.qos}")
+    out += [f"--nodes={res.nodes}", f"--ntasks-per-node={res.tasks_per_node}"]
+    if res.cpus_per_task:
+        out.append(f"--cpus-per-task={res.cpus_per_task}")
+    if res.memory:
+        out.append(f"--mem={parse_size(res.memory) >> 20}M")
+    if res.gpus:
+        out.append(f"--gres=gpu:{res.gpu_type + ':' if res.gpu_type else ''}{res.gpus}")
+    if res.time:
+        out.append(f"--time={res.time}")
+    if job.array is not None:
+        out.append(f"--array={job.array}")
+    out.append(f"--output={job.output_pattern}")
+    if job.stderr:
+        out.append(f"--error={job.stderr}")
+    return out + list(job.sbatch_args)
+
+
+def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
+    """Everything the template needs for ``job`` on ``site``, already quoted for its place in the script."""
+    container = container_options(job, site)
+    environment = {**_mpi_env(job, site), **job.environment}
+    sbatch = sbatch_directives(job)
+    if not uses_srun(job):
+        return Launch(sbatch=tuple(sbatch + [sbatch_escape(o) for o in container]),
+                      environment=tuple(environment.items()), srun=None, command=job.shell_command)
+    srun = []
+    if job.mpi is not None:
+        srun.append(f"--mpi={job.mpi.pmi}")
+    srun += [shlex.quote(o) for o in container]
+    command = (job.shell_command if isinstance(job.command, tuple)
+               else f"sh -c {shlex.quote(job.shell_command)}")
+    return Launch(sbatch=tuple(sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command)

@@ -1,0 +1,44 @@
+"""Render a job's batch script from `templates/job.sh.j2`, or from the site's own template directory.
+
+A site's `templates.dir` comes first in the search path; its `job.sh.j2` may replace ours entirely or
+`{% extends "hpcctl/job.sh.j2" %}` and override single blocks (`directives`, `prologue`, `launch`).
+Undefined variables are errors (StrictUndefined), never silently empty.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from hpcctl.errors import HpcctlError
+from hpcctl.jobspec.model import JobSpec
+from hpcctl.render.directives import launch_for
+from hpcctl.site.config import SiteConfig
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATE = "job.sh.j2"
+
+
+def environment(site: SiteConfig) -> jinja2.Environment:
+    builtin = jinja2.FileSystemLoader(str(BUILTIN_TEMPLATES))
+    search = [jinja2.FileSystemLoader(site.templates_dir)] if site.templates_dir else []
+    loader = jinja2.ChoiceLoader([*search, builtin, jinja2.PrefixLoader({"hpcctl": builtin})])
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters["shquote"] = shlex.quote
+    return env
+
+
+def render_job(job: JobSpec, site: SiteConfig) -> str:
+    launch = launch_for(job, site)
+    try:
+        return environment(site).get_template(TEMPLATE).render(
+            job=job, site=site, sbatch=launch.sbatch, environment=launch.environment, srun=launch.srun,
+            command=launch.command)
+    except jinja2.TemplateError as exc:
+        where = f"{exc.filename}:{exc.lineno}: " if getattr(exc, "lineno", None) else ""
+        raise HpcctlError(f"cannot render job '{job.name}': {where}{exc.message}",
+                          f"fix the job template (search path: {site.templates_dir or ''} {BUILTIN_TEMPLATES})"
+                          ) from None

@@ -1,0 +1,117 @@
+"""Submit a spec file: check it against the site, render each job, sbatch it (dependencies first), keep a bundle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+
+from hpcctl import __version__
+from hpcctl.jobspec.model import JobFile, JobSpec
+from hpcctl.jobspec.site_check import check_job_file
+from hpcctl.render.script import render_job
+from hpcctl.runs import bundle as bundles
+from hpcctl.site.config import SiteConfig
+from hpcctl.slurm.commands import CommandBackend, SubmitError
+
+# What an inherited SBATCH_* variable would silently change (sbatch lets them override #SBATCH lines)
+SBATCH_ENV_EFFECT = {
+    "SBATCH_PARTITION": "the partition", "SBATCH_ACCOUNT": "the account", "SBATCH_QOS": "the QoS",
+    "SBATCH_TIMELIMIT": "the time limit", "SBATCH_GRES": "the GPUs", "SBATCH_GPUS": "the GPUs",
+    "SBATCH_MEM_PER_NODE": "the memory", "SBATCH_EXPORT": "the job's environment",
+    "SBATCH_ARRAY_INX": "the array", "SBATCH_JOB_NAME": "the job name", "SBATCH_CONTAINER": "the container",
+}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobSpec
+    job_id: str
+    cluster: str | None
+    bundle: str
+    argv: tuple[str, ...]
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.job.name, "job_id": self.job_id, "cluster": self.cluster, "bundle": self.bundle,
+                "command": list(self.argv), "message": self.message}
+
+
+def sbatch_environment(keep: bool) -> tuple[dict, dict]:
+    """(environment for sbatch, SBATCH_* variables left out of it); warns about each on stderr."""
+    inherited = {k: v for k, v in os.environ.items() if k.startswith("SBATCH_")}
+    for name, value in sorted(inherited.items()):
+        effect = SBATCH_ENV_EFFECT.get(name, "an sbatch option")
+        verb = "applies" if keep else "ignored"
+        hint = "" if keep else "; pass --keep-sbatch-env to apply it"
+        print(f"hpcctl: warning: {name}={value} from your shell would change {effect} ({verb}{hint})",
+              file=sys.stderr)
+    if keep:
+        return dict(os.environ), {}
+    return {k: v for k, v in os.environ.items() if k not in inherited}, inherited
+
+
+def image_digest(ref: str | None, site: SiteConfig) -> str | None:
+    """The image's digest from hpcctl.image where that module exists; the reference alone otherwise."""
+    if not ref:
+        return None
+    try:
+        from hpcctl.image.api import resolve
+    except ImportError:
+        return None
+    resolved = resolve(ref, site)
+    return getattr(resolved, "digest", None) or (resolved if isinstance(resolved, str) else None)
+
+
+def dependency_args(job: JobSpec, ids: dict[str, str]) -> tuple[list[str], dict]:
+    """--dependency for sbatch: pipeline names replaced by the job ids they got in this submission."""
+    by_kind: dict[str, list[str]] = {}
+    for dep in job.dependencies:
+        by_kind.setdefault(dep.kind, []).append(dep.target if dep.is_job_id else ids[dep.target])
+    if not by_kind:
+        return [], {}
+    return ["--dependency=" + ",".join(f"{k}:{':'.join(v)}" for k, v in by_kind.items())], by_kind
+
+
+def dry_run_commands(jobs: JobFile) -> list[str]:
+    placeholders = {j.name: f"<job id of {j.name}>" for j in jobs.jobs}
+    return [" ".join(["sbatch", "--parsable", *dependency_args(j, placeholders)[0],
+                      f"<run bundle of {j.name}>/job.sh"]) for j in jobs.jobs]
+
+
+def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_sbatch_env: bool = False,
+                test_only: bool = False) -> list[Submitted]:
+    check_job_file(jobs, site)
+    scripts = {job.name: render_job(job, site) for job in jobs.jobs}
+    env, ignored = sbatch_environment(keep_sbatch_env)
+    cwd = os.getcwd()
+    ids: dict[str, str] = {}
+    done: list[Submitted] = []
+    for job in jobs.jobs:
+        dep_args, resolved = dependency_args(job, ids) if not test_only else ([], {})
+        record = bundles.RunRecord(
+            job_name=job.name, spec_file=os.path.abspath(jobs.path), site=site.path, cluster=site.cluster,
+            hpcctl_version=__version__, workdir=cwd, output=job.output_pattern, image=job.image,
+            image_digest=image_digest(job.image, site), dependencies=resolved, ignored_env=ignored)
+        bundle = bundles.create(job.name, jobs.text, site.raw, scripts[job.name], record)
+        try:
+            sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd, test_only=test_only)
+        except SubmitError as exc:
+            shutil.rmtree(bundle.path)
+            if done:
+                exc.problem += f" (job '{job.name}'; already submitted: " + \
+                    ", ".join(f"{s.job.name}={s.job_id}" for s in done) + ")"
+            raise
+        if test_only:
+            shutil.rmtree(bundle.path)
+            done.append(Submitted(job, "", None, "", sub.argv, sub.message))
+            continue
+        record.job_id, record.slurm_cluster, record.argv = sub.job_id, sub.cluster, list(sub.argv)
+        record.backend = backend.name
+        record.submitted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        bundle.save(record)
+        ids[job.name] = sub.job_id
+        done.append(Submitted(job, sub.job_id, sub.cluster, str(bundle.path), sub.argv, sub.message))
+    return done

@@ -1,0 +1,1 @@
+"""The one interface to Slurm: submission, status, cancel; `select_backend()` picks commands or pyslurm."""

@@ -1,0 +1,93 @@
+"""The one interface to Slurm, through its commands: sbatch, squeue --json, scontrol, sacct, scancel.
+
+Status works without accounting: squeue --json first (it knows jobs until MinJobAge after their end), then
+`scontrol show job`, then sacct where slurmdbd answers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from hpcctl.errors import HpcctlError
+from hpcctl.slurm.jobs import JobInfo, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable
+
+SLURM_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    cluster: str | None
+    argv: tuple[str, ...]
+    message: str = ""  # what sbatch said on stderr (warnings, --test-only's estimate)
+
+
+class SubmitError(HpcctlError):
+    exit_code = 3
+
+
+def run(argv: list[str], env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+    if shutil.which(argv[0]) is None:
+        raise HpcctlError(f"'{argv[0]}' not found", "install the Slurm client commands or fix PATH")
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=SLURM_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise HpcctlError(f"'{' '.join(argv[:2])}' did not answer in {SLURM_TIMEOUT_S} s",
+                          "check that slurmctld is up (scontrol ping)") from None
+
+
+class CommandBackend:
+    name = "commands"
+
+    def submit(self, script: str, args: list[str], env: dict | None = None, cwd: str | None = None,
+               test_only: bool = False) -> Submission:
+        argv = ["sbatch", *(["--test-only"] if test_only else ["--parsable"]), *args, script]
+        result = run(argv, env=env, cwd=cwd)
+        message = result.stderr.strip()
+        if result.returncode != 0:
+            raise SubmitError(f"sbatch rejected the job: {message or 'exit ' + str(result.returncode)}",
+                              "fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing")
+        if test_only:
+            return Submission(job_id="", cluster=None, argv=tuple(argv), message=message)
+        job_id, cluster = parse_parsable(result.stdout)
+        return Submission(job_id=job_id, cluster=cluster, argv=tuple(argv), message=message)
+
+    def queue(self) -> list[JobInfo]:
+        """Every job squeue knows. Its --json output ignores -j/-u filters in 22.05, so callers filter."""
+        result = run(["squeue", "--json"])
+        if result.returncode != 0:
+            raise HpcctlError(f"squeue failed: {result.stderr.strip()}", "check that slurmctld is up (scontrol ping)")
+        return [from_squeue(record) for record in json.loads(result.stdout).get("jobs", [])]
+
+    def show(self, job_id: str) -> list[JobInfo]:
+        result = run(["scontrol", "-o", "show", "job", job_id])
+        if result.returncode != 0:
+            return []
+        return [from_scontrol_line(line) for line in result.stdout.splitlines() if line.startswith("JobId=")]
+
+    def accounting(self, job_id: str) -> list[JobInfo]:
+        """sacct's view, or [] where there is no sacct or no slurmdbd behind it."""
+        if shutil.which("sacct") is None:
+            return []
+        result = run(["sacct", "-X", "-P", "-n", "-o", "JobID,JobName,State,ExitCode,NodeList", "-j", job_id])
+        if result.returncode != 0:
+            return []
+        return [from_sacct_line(line) for line in result.stdout.splitlines() if line.strip()]
+
+    def status(self, refs: list[str]) -> dict[str, list[JobInfo]]:
+        """Every job or array task for each reference; an empty list where no source knows it any more."""
+        queue = self.queue()
+        found: dict[str, list[JobInfo]] = {}
+        for ref in refs:
+            jobs = [j for j in queue if j.matches(ref)] or self.show(ref) or self.accounting(ref)
+            found[ref] = jobs
+        return found
+
+    def cancel(self, refs: list[str]) -> None:
+        result = run(["scancel", *refs])
+        if result.returncode != 0:
+            raise HpcctlError(f"scancel failed: {result.stderr.strip()}", "check the job ids with `hpcctl status`")
