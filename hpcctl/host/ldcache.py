@@ -1,4 +1,4 @@
-"""The host's dynamic linker cache (`ldconfig -p`): which file provides a library name."""
+"""Dynamic linker caches (`ldconfig -p`): which file provides a library name, on the host or in a container root."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ def parse(text: str) -> list[LdEntry]:
 @lru_cache(maxsize=4)
 def entries(ldconfig: str = "/sbin/ldconfig") -> tuple[LdEntry, ...]:
     out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout
+    return tuple(parse(out))
+
+
+def entries_in_root(rootfs: str, ldconfig: str = "/sbin/ldconfig") -> tuple[LdEntry, ...]:
+    """The cache of the tree at ``rootfs`` (its etc/ld.so.cache, read with ``ldconfig -r``); paths are in-tree."""
+    out = subprocess.run([ldconfig, "-r", rootfs, "-p"], capture_output=True, text=True, check=False).stdout
     return tuple(parse(out))
 
 

@@ -140,6 +140,7 @@ class GpuConfig:
     control_devices: tuple[str, ...] = ()
     device_pattern: str = "/dev/nvidia{index}"
     cdi_spec: str | None = None
+    gres_conf: str | None = None
     ldconfig: str = "/sbin/ldconfig"
 
 
@@ -233,7 +234,8 @@ def from_located(doc: Located) -> SiteConfig:
     mpi = MpiConfig(default=default_mpi, flavours=flavours)
 
     gpu_raw = sub("gpu")
-    gpu = GpuConfig(**{k: v for k, v in gpu_raw.items() if k in ("device_pattern", "cdi_spec", "ldconfig")},
+    gpu = GpuConfig(**{k: v for k, v in gpu_raw.items()
+                       if k in ("device_pattern", "cdi_spec", "gres_conf", "ldconfig")},
                     **_tuple(gpu_raw, "driver_libraries"), **_tuple(gpu_raw, "binaries"),
                     **_tuple(gpu_raw, "control_devices"))
 

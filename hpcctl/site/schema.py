@@ -133,6 +133,8 @@ SITE_SCHEMA: dict = {
                 "device_pattern": {"type": "string", "pattern": r"/.*\{index\}.*",
                                    "x-format": "a device path with {index}, e.g. /dev/nvidia{index}"},
                 "cdi_spec": ABS_PATH,
+                "gres_conf": {**ABS_PATH, "description": "Slurm gres.conf whose File= lines map a GRES index to "
+                                                         "its device; without it device_pattern is used"},
                 "ldconfig": ABS_PATH,
             },
         },

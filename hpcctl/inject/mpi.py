@@ -1,0 +1,155 @@
+"""Host MPI injection: the site's MPI flavour bound over the container's own MPI after an ABI check.
+
+Modelled on Sarus's MPI hook: each host library is matched to the container's by linker name (libmpi.so), checked
+(abi_check: major / full / strict), and bound over the container's file so that links, RPATHs and the rebuilt
+linker cache all reach it. Libraries the image lacks, and the flavour's dependencies, go to one directory that
+comes first on LD_LIBRARY_PATH. PMIx: the step's server directories are bound so that ranks on every node reach
+their slurmstepd.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from hpcctl.errors import HpcctlError
+from hpcctl.host import ldcache
+from hpcctl.inject import abi, container_libs
+from hpcctl.inject.container_libs import ContainerLib
+from hpcctl.inject.layout import LIBDIR
+from hpcctl.inject.step import StepInfo
+from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.site.config import MpiFlavour, SiteConfig
+
+NO_MPI = "none"
+# What a PMIx v4 server exports, and the MCA name an older or newer PMIx client reads instead (as Sarus maps them).
+PMIX_ENV_MAP = {"PMIX_PTL_MODULE": "PMIX_MCA_ptl", "PMIX_SECURITY_MODE": "PMIX_MCA_psec",
+                "PMIX_GDS_MODULE": "PMIX_MCA_gds"}
+
+
+@dataclass
+class MpiPlan:
+    mounts: list[PlanMount] = field(default_factory=list)
+    env: list[EnvOp] = field(default_factory=list)
+    ldconfig: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def select(site: SiteConfig, choice: str | None) -> MpiFlavour | None:
+    """The flavour a step gets: its --container-mpi, else the site default; None for 'none' or no default."""
+    name = choice or site.mpi.default
+    if not name or name == NO_MPI:
+        return None
+    if name not in site.mpi.flavours:
+        known = ", ".join([*site.mpi.flavours, NO_MPI])
+        raise HpcctlError(f"unknown MPI flavour '{name}' for cluster '{site.cluster}'",
+                          f"use --container-mpi with one of: {known}")
+    return site.mpi.flavours[name]
+
+
+def host_library(name: str, site: SiteConfig, flavour: MpiFlavour) -> tuple[str, abi.LibVersion]:
+    """The host file for a configured library (a soname looked up in ldconfig -p, or an absolute path)."""
+    if name.startswith("/"):
+        listed = name
+        if not os.path.exists(name):
+            listed = ""
+    else:
+        hits = ldcache.find(name, site.gpu.ldconfig)
+        hits = [h for h in hits if h.is_64bit] or hits
+        listed = hits[0].path if hits else ""
+    if not listed:
+        raise HpcctlError(f"MPI flavour '{flavour.name}': host library {name} not found on this node",
+                          f"install it or fix mpi.flavours.{flavour.name} in {site.path} (hpcctl site check)")
+    real = os.path.realpath(listed)
+    version = abi.parse_best(real, listed, name)
+    if version is None:
+        return real, abi.LibVersion(real, os.path.basename(real), ())
+    return real, abi.LibVersion(real, version.linker, version.version)
+
+
+def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
+    others = [n for n in site.mpi.flavours if n != flavour.name]
+    return f", choose another flavour with --container-mpi={'|'.join([*others, NO_MPI])}"
+
+
+def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: list[ContainerLib], out: MpiPlan) -> None:
+    real, host = host_library(name, site, flavour)
+    candidates = container_libs.by_linker_name(libs, host.linker)
+    if not candidates:
+        target = f"{LIBDIR}/{os.path.basename(name) if name.startswith('/') else name}"
+        out.mounts.append(PlanMount(real, target, create="file",
+                                    why=f"MPI '{flavour.name}' library {host.linker} {host.text} "
+                                        "(the image has none)"))
+        out.notes.append(f"the image has no {host.linker}; host {os.path.basename(real)} added in {LIBDIR}")
+        return
+    fitting = [c for c in candidates if abi.compatible(flavour.abi_check, host, c.version)]
+    if not fitting:
+        closest = next((c for c in candidates if c.version.major == host.major), candidates[0])
+        abi.require(flavour.abi_check, host, closest.version, flavour.name, _other_flavours(site, flavour))
+    chosen = fitting[0]
+    out.mounts.append(PlanMount(real, chosen.real, create="file",
+                                why=f"MPI '{flavour.name}': host {host.linker} {host.text} over the image's "
+                                    f"{chosen.version.text} (abi_check {flavour.abi_check})"))
+
+
+def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: MpiPlan) -> None:
+    real, _ = host_library(name, site, flavour)
+    target = f"{LIBDIR}/{os.path.basename(name)}"
+    out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
+
+
+def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -> None:
+    for mount in flavour.binds:
+        source = mount.source.replace("%n", step.node)
+        if not os.path.exists(source):
+            if mount.optional:
+                out.notes.append(f"optional MPI bind {source} not on this node; skipped")
+                continue
+            raise HpcctlError(f"MPI flavour '{flavour.name}': bind source {source} does not exist on {step.node}",
+                              f"create it or mark it optional in {site.path}")
+        kind = "dev" if source.startswith("/dev/") and not os.path.isdir(source) else "bind"
+        out.mounts.append(PlanMount(source, mount.target.replace("%n", step.node), kind=kind,
+                                    readonly=mount.readonly, create="dir" if os.path.isdir(source) else "file",
+                                    why=mount.why or f"MPI '{flavour.name}' bind"))
+
+
+def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:
+    """(path, why) of the directories Slurm's PMIx plugin makes for the step on this node."""
+    job_step = f"{step.job_id}.{step.step_id}"
+    dirs = [(f"{site.slurm.spool_for(step.node)}/pmix.{job_step}", "PMIx server directory of the step"),
+            (f"{site.slurm.tmpfs_for(step.node)}/spmix_appdir_{step.uid}_{job_step}", "PMIx application directory")]
+    server_tmp = step.env.get("PMIX_SERVER_TMPDIR")
+    if server_tmp and server_tmp not in (d for d, _ in dirs):
+        dirs.insert(0, (server_tmp, "PMIX_SERVER_TMPDIR of the step"))
+    return dirs
+
+
+def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -> None:
+    for path, why in pmix_dirs(site, step):
+        if os.path.isdir(path):
+            out.mounts.append(PlanMount(path, path, readonly=False, create="dir", why=why))
+        else:
+            out.notes.append(f"{path} does not exist (the step was not started with srun --mpi=pmix); not bound")
+    for server, client in PMIX_ENV_MAP.items():
+        if server in step.env and client not in flavour.env and client not in step.env:
+            out.env.append(EnvOp("set", client, step.env[server], f"PMIx client setting from {server}"))
+
+
+def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> MpiPlan:
+    out = MpiPlan()
+    flavour = select(site, step.mpi)
+    if flavour is None:
+        return out
+    libs = container_libs.read(rootfs)
+    for name in flavour.libraries:
+        _bind_library(name, site, flavour, libs, out)
+    for name in flavour.dependencies:
+        _bind_dependency(name, site, flavour, out)
+    out.ldconfig = True
+    _binds(site, flavour, step, out)
+    if flavour.pmix:
+        _pmix(site, flavour, step, out)
+    out.env += [EnvOp("set", k, v, f"MPI '{flavour.name}' setting") for k, v in flavour.env.items()]
+    if any(m.target.startswith(LIBDIR + "/") for m in out.mounts):
+        out.env.append(EnvOp("prepend", "LD_LIBRARY_PATH", LIBDIR, f"MPI '{flavour.name}' host libraries"))
+    return out

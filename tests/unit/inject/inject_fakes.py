@@ -1,0 +1,121 @@
+"""Fake hosts and images for injection tests: real shared objects with the right sonames (built with gcc), a
+linker cache over them read by a wrapped ldconfig, a fake nvidia-smi, device nodes with NVIDIA's major 195."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcctl.site.config import load_site
+
+DRIVER = "535.104.05"
+OLD_DRIVER = "470.57.02"
+LIBDIR = "usr/lib/x86_64-linux-gnu"
+SMI = f"""#!/bin/sh
+case "$*" in
+  *--query-gpu=driver_version*) echo {DRIVER}; echo {DRIVER} ;;
+  *) echo "NVIDIA-SMI {DRIVER}   fake GPU table" ;;
+esac
+"""
+
+
+def shared_object(path: Path, soname: str, links: tuple[str, ...] = ()) -> Path:
+    """A real x86-64 shared object at ``path`` with ``soname``, and symlinks to it as a package would make."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    src = path.parent / ".empty.c"
+    src.write_text("int hpcctl_fake(void) { return 1; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(path), str(src)], check=True)
+    src.unlink()
+    for link in {soname, *links} - {path.name}:
+        if not os.path.lexists(path.parent / link):
+            os.symlink(path.name, path.parent / link)
+    return path
+
+
+@dataclass
+class FakeHost:
+    root: Path
+    ldconfig: Path
+    dev: Path
+
+    def lib(self, name: str) -> str:
+        return str(self.root / LIBDIR / name)
+
+    def site(self, tmp: Path, extra: str = "", mpi_abi: str = "major") -> object:
+        text = f"""\
+version: 1
+cluster: fake
+slurm:
+  spool_dir: {self.root}/spool/%n
+  tmpfs: {self.root}/tmpfs_%n
+mpi:
+  default: openmpi
+  flavours:
+    openmpi:
+      libraries: [libmpi.so.40]
+      dependencies: [libpmix.so.2]
+      abi_check: {mpi_abi}
+      binds:
+        - source: {self.dev}/infiniband
+          why: InfiniBand verbs devices
+        - source: {self.root}/absent
+          optional: true
+      env:
+        OMPI_MCA_btl: self,tcp
+    mpich:
+      libraries: [libmpi.so.12]
+gpu:
+  driver_libraries: [libcuda.so, libnvidia-ml.so, libnvidia-ptxjitcompiler.so, libnvidia-absent.so]
+  binaries: [{self.root}/usr/bin/nvidia-smi]
+  control_devices: [{self.dev}/nvidiactl, {self.dev}/nvidia-uvm, {self.dev}/nvidia-modeset]
+  device_pattern: {self.dev}/nvidia{{index}}
+  ldconfig: {self.ldconfig}
+{extra}"""
+        path = tmp / "site.yaml"
+        path.write_text(text)
+        return load_site(path)
+
+
+def mknod(path: Path, major: int, minor: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
+
+
+def build_fake_host(root: Path) -> FakeHost:
+    libs = root / LIBDIR
+    shared_object(libs / f"libcuda.so.{DRIVER}", "libcuda.so.1", ("libcuda.so",))
+    shared_object(libs / f"libnvidia-ml.so.{DRIVER}", "libnvidia-ml.so.1", ("libnvidia-ml.so",))
+    shared_object(root / "old" / f"libnvidia-ptxjitcompiler.so.{OLD_DRIVER}", "libnvidia-ptxjitcompiler.so.1")
+    shared_object(libs / "libmpi.so.40.30.4", "libmpi.so.40")
+    shared_object(libs / "libpmix.so.2.6.2", "libpmix.so.2")
+    shared_object(root / "mpich" / "libmpi.so.12.2.1", "libmpi.so.12")
+    (root / "ld.so.conf").write_text(f"{libs}\n{root / 'old'}\n{root / 'mpich'}\n")
+    subprocess.run(["/sbin/ldconfig", "-X", "-C", str(root / "ld.so.cache"), "-f", str(root / "ld.so.conf")],
+                   check=True)
+    ldconfig = root / "ldconfig"
+    ldconfig.write_text(f'#!/bin/sh\nexec /sbin/ldconfig -C {root / "ld.so.cache"} "$@"\n')
+    ldconfig.chmod(0o755)
+    smi = root / "usr/bin/nvidia-smi"
+    smi.parent.mkdir(parents=True)
+    smi.write_text(SMI)
+    smi.chmod(0o755)
+    dev = root / "dev"
+    for i in range(4):
+        mknod(dev / f"nvidia{i}", 195, i)
+    mknod(dev / "nvidiactl", 195, 255)
+    mknod(dev / "nvidia-uvm", 511, 0)
+    mknod(dev / "infiniband/uverbs0", 231, 192)
+    return FakeHost(root, ldconfig, dev)
+
+
+def image(tmp: Path, libs: dict[str, str]) -> Path:
+    """A container root tree whose lib dir holds fake libraries: {file name: soname}; /lib links to usr/lib."""
+    root = tmp / "rootfs"
+    (root / "usr/lib").mkdir(parents=True, exist_ok=True)
+    if not (root / "lib").exists():
+        os.symlink("/usr/lib", root / "lib")
+    for name, soname in libs.items():
+        shared_object(root / LIBDIR / name, soname, (soname.split(".so")[0] + ".so",))
+    return root
