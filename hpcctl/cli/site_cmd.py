@@ -1,4 +1,4 @@
-"""`hpcctl site check|schema`: validate a site config and check it against this node."""
+"""`hpcctl site check|explain|schema`: validate a site config, check it on this node, show a job's plan."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ def register(sub) -> None:
     check.add_argument("--syntax-only", action="store_true", help="validate only; do not look at this node")
     check.add_argument("--json", action="store_true", help="print findings as JSON")
     check.set_defaults(func=run_check)
+
+    explain = cmds.add_parser("explain", help="print the mount plan a job would get (what, where, why)",
+                              description="Print the mounts and environment changes a job step would get on a node "
+                                          "from the site config: site mounts, the allocated GPUs and the driver "
+                                          "stack, the host MPI bound over the image's after the ABI check. Reads "
+                                          "the host and the image; changes nothing.")
+    explain.add_argument("--image", required=True, metavar="ROOTFS|SQSH",
+                         help="the image's root tree (a directory) or its squashfs file")
+    explain.add_argument("--gpus", type=int, default=0, metavar="N", help="GPUs allocated (GRES indices 0..N-1)")
+    explain.add_argument("--mpi", metavar="NAME", help="MPI flavour, as --container-mpi (default: the site's; "
+                                                       "'none' for no MPI)")
+    explain.add_argument("--node", help="node name for %%n and gres.conf (default: this host)")
+    explain.add_argument("--json", action="store_true", help="print the plan as JSON")
+    explain.set_defaults(func=run_explain)
 
     schema = cmds.add_parser("schema", help="print the site config JSON Schema",
                              description="Print the JSON Schema of site configs, for editors and CI linting.")
@@ -49,6 +63,36 @@ def run_check(args) -> int:
         if missing:
             print(f"{len(missing)} required path(s) missing on this node")
     return 1 if missing else 0
+
+
+def run_explain(args) -> int:
+    import socket
+
+    from hpcctl.inject.explain import explain
+    from hpcctl.inject.rootfs import opened
+    from hpcctl.site.config import load_default_site
+
+    site = load_default_site(args.site)
+    node = args.node or socket.gethostname().split(".")[0]
+    with opened(args.image) as rootfs:
+        plan = explain(site, rootfs, args.image, node, args.gpus, args.mpi)
+    if args.json:
+        print_json(plan.to_dict())
+        return 0
+    print(f"Plan for image {args.image} on node {node} (cluster '{site.cluster}'): "
+          f"{len(plan.gpus)} GPU(s), MPI {plan.mpi or 'none'}")
+    print("\nMounts:")
+    print_table(["KIND", "SOURCE", "TARGET", "MODE", "WHY"],
+                [[m.kind, m.source, m.target, "ro" if m.readonly else "rw", m.why] for m in plan.mounts])
+    print("\nEnvironment:")
+    print_table(["OP", "NAME", "VALUE", "WHY"], [[e.op, e.name, e.value, e.why] for e in plan.env])
+    if plan.ldconfig:
+        print("\nThe container's linker cache is rebuilt in the overlay (the cached image is not changed).")
+    if plan.notes:
+        print("\nNotes:")
+        for note in plan.notes:
+            print(f"  - {note}")
+    return 0
 
 
 def run_schema(args) -> int:

@@ -129,7 +129,7 @@ def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -
         if os.path.isdir(path):
             out.mounts.append(PlanMount(path, path, readonly=False, create="dir", why=why))
         else:
-            out.notes.append(f"{path} does not exist (the step was not started with srun --mpi=pmix); not bound")
+            out.notes.append(f"{path} not present: bound only when the step runs under srun --mpi=pmix")
     for server, client in PMIX_ENV_MAP.items():
         if server in step.env and client not in flavour.env and client not in step.env:
             out.env.append(EnvOp("set", client, step.env[server], f"PMIx client setting from {server}"))

@@ -1,7 +1,8 @@
-"""`hpcctl site check`: does every file, device and directory a site config names exist on this node?"""
+"""`hpcctl site check`: does every file, device, library and directory a site config names exist on this node?"""
 
 from __future__ import annotations
 
+import glob
 import os
 import socket
 from dataclasses import asdict, dataclass
@@ -27,11 +28,45 @@ def _path(section: str, what: str, path: str, required: bool = True) -> Finding:
     return Finding(section, what, path, os.path.exists(path), required)
 
 
-def _library(section: str, name: str, ldconfig: str) -> Finding:
+def _library(section: str, name: str, ldconfig: str, required: bool = True) -> Finding:
     if name.startswith("/"):
-        return _path(section, "library", name)
+        found = os.path.exists(name)
+        return Finding(section, "library", name, found, required, os.path.realpath(name) if found else "")
     hits = ldcache.find(name, ldconfig)
-    return Finding(section, "library", name, bool(hits), True, hits[0].path if hits else "not in ldconfig -p")
+    hits = [h for h in hits if h.is_64bit] or hits
+    detail = f"{hits[0].path} -> {os.path.realpath(hits[0].path)}" if hits else "not in ldconfig -p"
+    return Finding(section, "library", name, bool(hits), required, detail)
+
+
+def _gpu(site: SiteConfig, node: str) -> list[Finding]:
+    from hpcctl.inject import gres
+    from hpcctl.inject.gpu import driver_version, find_binary
+
+    gpu = site.gpu
+    out = [_path("gpu", "ldconfig", gpu.ldconfig)]
+    if gpu.gres_conf:
+        out.append(_path("gpu", "gres.conf", gpu.gres_conf))
+        try:
+            with open(gpu.gres_conf) as fh:
+                devices = gres.gpu_files(fh.read(), node)
+        except OSError:
+            devices = []
+    else:
+        devices = sorted(glob.glob(gpu.device_pattern.replace("{index}", "[0-9]*")))
+    out += [_path("gpu", "GPU device", d) for d in devices]
+    if not devices:
+        out.append(Finding("gpu", "GPU device", gpu.device_pattern, False, False, "no GPU devices on this node"))
+    out += [_path("gpu", "control device", d, required=False) for d in gpu.control_devices]
+    version = driver_version(site)
+    out += [_library("gpu", lib, gpu.ldconfig, required=False) for lib in gpu.driver_libraries]
+    for name in gpu.binaries:
+        path = find_binary(name)
+        out.append(Finding("gpu", "utility", name, path is not None, False, path or "not found"))
+    out.append(Finding("gpu", "driver version", "/proc/driver/nvidia/version or nvidia-smi", version is not None,
+                       False, version or "unknown"))
+    if gpu.cdi_spec:
+        out.append(_path("gpu", "CDI spec", gpu.cdi_spec, required=False))
+    return out
 
 
 def check_node(site: SiteConfig, node: str | None = None) -> list[Finding]:
@@ -48,8 +83,7 @@ def check_node(site: SiteConfig, node: str | None = None) -> list[Finding]:
     for flavour in site.mpi.flavours.values():
         section = f"mpi.{flavour.name}"
         out += [_library(section, lib, site.gpu.ldconfig) for lib in flavour.libraries + flavour.dependencies]
-        out += [_path(section, "bind", m.source, not m.optional) for m in flavour.binds]
-    out += [_path("gpu", "control device", d, required=False) for d in site.gpu.control_devices]
-    if site.gpu.cdi_spec:
-        out.append(_path("gpu", "CDI spec", site.gpu.cdi_spec, required=False))
+        out += [_path(section, "bind", m.source.replace("%n", node), not m.optional) for m in flavour.binds]
+    if site.raw.get("gpu"):
+        out += _gpu(site, node)
     return out

@@ -1,0 +1,51 @@
+"""`hpcctl site explain`: the mounts and environment a job would get on a node, each with the reason for it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from hpcctl.inject import Injection, StepInfo, plan_injections
+from hpcctl.inject.mpi import select
+from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.site.config import SiteConfig
+
+
+@dataclass
+class Explanation:
+    node: str
+    image: str
+    gpus: tuple[int, ...]
+    mpi: str | None
+    mounts: list[PlanMount] = field(default_factory=list)
+    env: list[EnvOp] = field(default_factory=list)
+    ldconfig: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "image": self.image, "gpus": list(self.gpus), "mpi": self.mpi,
+                "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env],
+                "ldconfig": self.ldconfig, "notes": self.notes}
+
+
+def site_entries(site: SiteConfig) -> Injection:
+    """What the site config gives every container: its mounts and environment rules."""
+    out = Injection()
+    for m in site.mounts:
+        out.mounts.append(PlanMount(m.source, m.target, readonly=m.readonly,
+                                    why=m.why or "site mount (mounts:)"))
+    rules = site.environment
+    for op, values in (("set", rules.set), ("prepend", rules.prepend), ("append", rules.append)):
+        out.env += [EnvOp(op, k, v, f"site environment.{op}") for k, v in values.items()]
+    out.env += [EnvOp("unset", k, why="site environment.unset") for k in rules.unset]
+    return out
+
+
+def explain(site: SiteConfig, rootfs: str, image: str, node: str, gpus: int, mpi: str | None) -> Explanation:
+    """The plan of a step on ``node`` with ``gpus`` GPUs (GRES indices 0..gpus-1) and MPI flavour ``mpi``."""
+    flavour = select(site, mpi)
+    step = StepInfo(node=node, job_id="<job>", step_id="<step>", uid=0, gid=0, gpus=tuple(range(gpus)),
+                    mpi=mpi or (flavour.name if flavour else "none"))
+    base = site_entries(site)
+    injected = plan_injections(site, step, rootfs)
+    return Explanation(node, image, step.gpus, flavour.name if flavour else None,
+                       base.mounts + injected.mounts, base.env + injected.env, injected.ldconfig, injected.notes)

@@ -1,0 +1,63 @@
+"""`hpcctl site explain` and `hpcctl site check` on a fake GPU + MPI node: what an admin reads."""
+
+import json
+import re
+import subprocess
+import sys
+
+from inject_fakes import DRIVER, LIBDIR, image
+
+
+def hpcctl(*args):
+    return subprocess.run([sys.executable, "-m", "hpcctl", *args], capture_output=True, text=True)
+
+
+def test_explain_json_lists_what_where_why(fake_host, tmp_path):
+    site = fake_host.site(tmp_path)
+    rootfs = image(tmp_path, {"libmpi.so.40.30.2": "libmpi.so.40"})
+    result = hpcctl("--site", site.path, "site", "explain", "--image", str(rootfs), "--gpus", "2", "--node", "n1",
+                    "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["gpus"], plan["mpi"], plan["ldconfig"]) == ([0, 1], "openmpi", True)
+    assert [(m["target"], m["kind"]) for m in plan["mounts"]][:4] == [
+        ("/dev/nvidia0", "dev"), ("/dev/nvidia1", "dev"), (f"{fake_host.dev}/nvidiactl", "dev"),
+        (f"{fake_host.dev}/nvidia-uvm", "dev")]
+    mpi = next(m for m in plan["mounts"] if m["target"].endswith("libmpi.so.40.30.2"))
+    assert mpi["source"] == f"{fake_host.root / LIBDIR}/libmpi.so.40.30.4"
+    assert mpi["why"] == "MPI 'openmpi': host libmpi.so 40.30.4 over the image's 40.30.2 (abi_check major)"
+    assert {"op": "set", "name": "CUDA_VISIBLE_DEVICES", "value": "0,1",
+            "why": "host GPUs 0,1 renumbered as the container sees them"} in plan["env"]
+
+
+def test_explain_table_and_refusal(fake_host, tmp_path):
+    site = fake_host.site(tmp_path)
+    rootfs = image(tmp_path, {"libmpi.so.12.1.1": "libmpi.so.12"})
+    result = hpcctl("--site", site.path, "site", "explain", "--image", str(rootfs), "--mpi", "mpich")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].endswith("(cluster 'fake'): 0 GPU(s), MPI mpich")
+    assert re.search(r"^unset +NVIDIA_VISIBLE_DEVICES +no GPU allocated", result.stdout, re.MULTILINE)
+    refused = hpcctl("--site", site.path, "site", "explain", "--image", str(rootfs))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("hpcctl: error: host MPI 'openmpi' library ")
+    assert "major version 40 != 12" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    bad = hpcctl("--site", site.path, "site", "explain", "--image", str(tmp_path / "nothing"))
+    assert bad.stderr.strip() == (f"hpcctl: error: {tmp_path}/nothing is neither a root directory nor a squashfs "
+                                  "image (pass an unpacked root tree or a .sqsh file from the image cache)")
+
+
+def test_check_reports_every_library_device_and_dir(fake_host, tmp_path):
+    site = fake_host.site(tmp_path)
+    result = hpcctl("site", "check", "--node", "n3", "--json", site.path)
+    report = json.loads(result.stdout)
+    seen = {(f["section"], f["path"]): (f["found"], f["detail"]) for f in report["findings"]}
+    assert seen[("gpu", f"{fake_host.dev}/nvidia3")] == (True, "")
+    assert seen[("gpu", f"{fake_host.dev}/nvidia-modeset")] == (False, "")
+    assert seen[("gpu", "libcuda.so")][0] and seen[("gpu", "libcuda.so")][1].endswith(f"libcuda.so.{DRIVER}")
+    assert seen[("gpu", "libnvidia-absent.so")] == (False, "not in ldconfig -p")
+    assert seen[("gpu", "/proc/driver/nvidia/version or nvidia-smi")] == (True, DRIVER)
+    assert seen[("mpi.openmpi", "libmpi.so.40")][1].endswith("libmpi.so.40.30.4")
+    assert seen[("mpi.openmpi", f"{fake_host.dev}/infiniband")] == (True, "")
+    assert seen[("slurm", f"{fake_host.root}/spool/n3")][0] is False
+    missing = [f["path"] for f in report["findings"] if f["required"] and not f["found"]]
+    assert report["missing"] == len(missing) and result.returncode == 1
