@@ -61,7 +61,8 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None) -> JobFil
     report = _Report(doc)
     jobs = [_job(raw, at, defaults or {}, report) for raw, at in raws]
     _check_names_and_dependencies(jobs, pipeline, report)
-    ordered = _submission_order(jobs, report) if pipeline else jobs
+    unique = len({j.name for j in jobs}) == len(jobs)
+    ordered = _submission_order(jobs, report) if pipeline and unique else jobs
     if report.problems:
         raise ConfigError([str(p) for p in sorted(report.problems, key=lambda p: p.line)], SCHEMA_FIX)
     return JobFile(path=file, text=text, jobs=tuple(ordered), pipeline=pipeline, doc=doc)

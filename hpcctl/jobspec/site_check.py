@@ -45,9 +45,9 @@ def _check_job(job: JobSpec, site: SiteConfig, doc: Located) -> list[Problem]:
         _check_limits(job, partition, add)
     _check_mounts(job, site, add)
     flavour = job.mpi.flavour if job.mpi else None
-    if flavour and flavour not in site.mpi.flavours:
+    if flavour and flavour != "none" and flavour not in site.mpi.flavours:
         add(("mpi", "flavour"), f"MPI flavour '{flavour}' is not offered on cluster '{site.cluster}'",
-            f"use one of: {', '.join(site.mpi.flavours) or 'none (leave out mpi.flavour)'}")
+            f"use one of: {', '.join([*site.mpi.flavours, 'none'])}")
     return problems
 
 

@@ -20,6 +20,7 @@ class Launch:
     environment: tuple[tuple[str, str], ...]  # exported before the command, in order
     srun: tuple[str, ...] | None  # srun's options, or None when the batch script runs the command itself
     command: str  # sh source of what runs (per task under srun)
+    per_task_shell: bool = False  # command is `sh -c '...'`: its $VARIABLES expand in each task
 
 
 def uses_srun(job: JobSpec) -> bool:
@@ -31,7 +32,7 @@ def sbatch_escape(value: str) -> str:
     return value.replace("#", "\\#")
 
 
-def container_options(job: JobSpec, site: SiteConfig) -> list[str]:
+def container_options(job: JobSpec) -> list[str]:
     if not job.image:
         return []
     c = job.container
@@ -40,24 +41,23 @@ def container_options(job: JobSpec, site: SiteConfig) -> list[str]:
         opts.append("--container-mounts=" + ",".join(m.option() for m in c.mounts))
     if c.workdir:
         opts.append(f"--container-workdir={c.workdir}")
-    env_names = sorted(set(c.env) | (set(job.environment) | set(_mpi_env(job, site)) if uses_srun(job) else set()))
+    env_names = sorted(set(c.env) | (set(job.environment) if uses_srun(job) else set()))
     if env_names:
         opts.append("--container-env=" + ",".join(env_names))
     if c.writable is not None:
         opts.append("--container-writable" if c.writable else "--container-readonly")
     if c.entrypoint is not None:
         opts.append("--container-entrypoint" if c.entrypoint else "--no-container-entrypoint")
-    if job.mpi is not None and _mpi_flavour(job, site):
-        opts.append(f"--container-mpi={_mpi_flavour(job, site)}")
+    if job.mpi is not None and job.mpi.flavour:
+        opts.append(f"--container-mpi={job.mpi.flavour}")
     return opts
 
 
-def _mpi_flavour(job: JobSpec, site: SiteConfig) -> str | None:
-    return (job.mpi.flavour or site.mpi.default) if job.mpi is not None else None
-
-
-def _mpi_env(job: JobSpec, site: SiteConfig) -> dict:
-    flavour = site.mpi.flavours.get(_mpi_flavour(job, site) or "")
+def host_mpi_env(job: JobSpec, site: SiteConfig) -> dict:
+    """The MPI flavour's variables for a job on the host; in a container the plugin sets them."""
+    if job.mpi is None or job.image:
+        return {}
+    flavour = site.mpi.flavours.get(job.mpi.flavour or site.mpi.default or "")
     return dict(flavour.env) if flavour else {}
 
 
@@ -89,8 +89,8 @@ def sbatch_directives(job: JobSpec) -> list[str]:
 
 def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     """Everything the template needs for ``job`` on ``site``, already quoted for its place in the script."""
-    container = container_options(job, site)
-    environment = {**_mpi_env(job, site), **job.environment}
+    container = container_options(job)
+    environment = {**host_mpi_env(job, site), **job.environment}
     sbatch = sbatch_directives(job)
     if not uses_srun(job):
         return Launch(sbatch=tuple(sbatch + [sbatch_escape(o) for o in container]),
@@ -99,6 +99,7 @@ def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     if job.mpi is not None:
         srun.append(f"--mpi={job.mpi.pmi}")
     srun += [shlex.quote(o) for o in container]
-    command = (job.shell_command if isinstance(job.command, tuple)
-               else f"sh -c {shlex.quote(job.shell_command)}")
-    return Launch(sbatch=tuple(sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command)
+    per_task_shell = not isinstance(job.command, tuple)
+    command = f"sh -c {shlex.quote(job.shell_command)}" if per_task_shell else job.shell_command
+    return Launch(sbatch=tuple(sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command,
+                  per_task_shell=per_task_shell)

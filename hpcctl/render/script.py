@@ -8,6 +8,7 @@ Undefined variables are errors (StrictUndefined), never silently empty.
 from __future__ import annotations
 
 import shlex
+import traceback
 from pathlib import Path
 
 import jinja2
@@ -31,14 +32,21 @@ def environment(site: SiteConfig) -> jinja2.Environment:
     return env
 
 
+def _template_line(exc: jinja2.TemplateError) -> str:
+    """FILE:LINE of the template line that failed: from a syntax error, or from the traceback Jinja rewrites."""
+    if getattr(exc, "lineno", None):
+        return f"{exc.filename or exc.name}:{exc.lineno}: "
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+
+
 def render_job(job: JobSpec, site: SiteConfig) -> str:
     launch = launch_for(job, site)
     try:
         return environment(site).get_template(TEMPLATE).render(
             job=job, site=site, sbatch=launch.sbatch, environment=launch.environment, srun=launch.srun,
-            command=launch.command)
+            command=launch.command, per_task_shell=launch.per_task_shell)
     except jinja2.TemplateError as exc:
-        where = f"{exc.filename}:{exc.lineno}: " if getattr(exc, "lineno", None) else ""
-        raise HpcctlError(f"cannot render job '{job.name}': {where}{exc.message}",
+        raise HpcctlError(f"cannot render job '{job.name}': {_template_line(exc)}{exc.message}",
                           f"fix the job template (search path: {site.templates_dir or ''} {BUILTIN_TEMPLATES})"
                           ) from None

@@ -1,0 +1,11 @@
+#!/bin/sh
+#SBATCH --job-name=osu-bw
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --time=00:10:00
+#SBATCH --output=osu-bw-%j.out
+# Rendered by hpcctl from job 'osu-bw' for cluster 'gpu-ib'.
+set -e
+export OMPI_MCA_pml=ucx
+export UCX_NET_DEVICES=mlx5_0:1
+srun --mpi=pmix /opt/osu/osu_bw -m 1048576
