@@ -154,9 +154,10 @@ def _binaries(site: SiteConfig, out: GpuPlan) -> None:
 
 
 def plan(site: SiteConfig, step: StepInfo, image_env: Mapping[str, str] | None = None) -> GpuPlan:
+    """``image_env``: the image's ENV; None when unknown, then every variable NVIDIA's images set is dropped."""
     out = GpuPlan()
     if not step.gpus:
-        names = sorted({*NVIDIA_IMAGE_ENV, *(k for k in (image_env or {}) if k.startswith("NVIDIA_"))})
+        names = NVIDIA_IMAGE_ENV if image_env is None else sorted(k for k in image_env if k.startswith("NVIDIA_"))
         out.env += [EnvOp("unset", n, why="no GPU allocated: drop the image's NVIDIA settings") for n in names]
         return out
     if site.gpu.cdi_spec and os.path.exists(site.gpu.cdi_spec):

@@ -69,7 +69,8 @@ def host_library(name: str, site: SiteConfig, flavour: MpiFlavour) -> tuple[str,
 
 def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
     others = [n for n in site.mpi.flavours if n != flavour.name]
-    return f", choose another flavour with --container-mpi={'|'.join([*others, NO_MPI])}"
+    choose = f", another flavour with --container-mpi={'|'.join(others)}" if others else ""
+    return f"{choose}, or --container-mpi={NO_MPI} to use the image's own MPI"
 
 
 def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: list[ContainerLib], out: MpiPlan) -> None:
@@ -118,7 +119,7 @@ def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:
     job_step = f"{step.job_id}.{step.step_id}"
     dirs = [(f"{site.slurm.spool_for(step.node)}/pmix.{job_step}", "PMIx server directory of the step"),
             (f"{site.slurm.tmpfs_for(step.node)}/spmix_appdir_{step.uid}_{job_step}", "PMIx application directory")]
-    server_tmp = step.env.get("PMIX_SERVER_TMPDIR")
+    server_tmp = os.path.normpath(step.env["PMIX_SERVER_TMPDIR"]) if step.env.get("PMIX_SERVER_TMPDIR") else ""
     if server_tmp and server_tmp not in (d for d, _ in dirs):
         dirs.insert(0, (server_tmp, "PMIX_SERVER_TMPDIR of the step"))
     return dirs

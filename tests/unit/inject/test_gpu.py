@@ -66,9 +66,12 @@ def test_gres_conf_maps_node_index_to_its_device(fake_host, tmp_path):
 
 def test_no_gpu_drops_image_nvidia_settings(fake_host, tmp_path):
     site = fake_host.site(tmp_path)
-    got = plan_injections(site, step(""), str(image(tmp_path, {})), image_env={"NVIDIA_FOO": "1", "PATH": "/bin"})
+    image_env = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_REQUIRE_CUDA": "cuda>=12.2", "PATH": "/bin"}
+    got = plan_injections(site, step(""), str(image(tmp_path, {})), image_env=image_env)
     assert got.mounts == []
-    assert [(e.op, e.name) for e in got.env] == [("unset", n) for n in sorted({*NVIDIA_IMAGE_ENV, "NVIDIA_FOO"})]
+    assert [(e.op, e.name) for e in got.env] == [("unset", "NVIDIA_REQUIRE_CUDA"), ("unset", "NVIDIA_VISIBLE_DEVICES")]
+    unknown = plan_injections(site, step(""), str(image(tmp_path, {})))
+    assert [(e.op, e.name) for e in unknown.env] == [("unset", n) for n in NVIDIA_IMAGE_ENV]
 
 
 def test_missing_gpu_device_is_a_clear_error(fake_host, tmp_path):

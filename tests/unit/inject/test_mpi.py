@@ -45,8 +45,8 @@ def test_major_incompatible_is_refused_naming_both_versions(fake_host, tmp_path)
     assert str(err.value) == (
         f"host MPI 'openmpi' library {fake_host.root / LIBDIR}/libmpi.so.40.30.4 (libmpi.so 40.30.4) is not "
         f"ABI-compatible with the container's {IMAGE_LIB}/libmpi.so.12.1.1 (libmpi.so 12.1.1): major version "
-        "40 != 12 (abi_check: major) (use an image built against libmpi.so.40, choose another flavour with "
-        "--container-mpi=mpich|none)")
+        "40 != 12 (abi_check: major) (use an image built against libmpi.so.40, another flavour with "
+        "--container-mpi=mpich, or --container-mpi=none to use the image's own MPI)")
 
 
 def test_the_matching_flavour_accepts_that_image(fake_host, tmp_path):
@@ -102,7 +102,7 @@ def test_pmix_directories_of_the_step(fake_host, tmp_path):
     appdir = fake_host.root / "tmpfs_n1/spmix_appdir_2001_7.0"
     spool.mkdir(parents=True, exist_ok=True)
     appdir.mkdir(parents=True, exist_ok=True)
-    got = plan_injections(site, step(PMIX_SERVER_TMPDIR=str(spool), PMIX_PTL_MODULE="tcp,usock",
+    got = plan_injections(site, step(PMIX_SERVER_TMPDIR=f"{spool}/", PMIX_PTL_MODULE="tcp,usock",
                                      PMIX_SECURITY_MODE="native"), str(image(tmp_path, {})))
     assert [(m.source, m.target) for m in got.mounts if not m.readonly] == [
         (f"{fake_host.dev}/infiniband", f"{fake_host.dev}/infiniband"), (str(spool), str(spool)),
