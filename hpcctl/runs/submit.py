@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -81,6 +82,17 @@ def dry_run_commands(jobs: JobFile) -> list[str]:
                       f"<run bundle of {j.name}>/job.sh"]) for j in jobs.jobs]
 
 
+def _test_only(job: JobSpec, script: str, backend: CommandBackend, env: dict, cwd: str) -> Submitted:
+    """sbatch --test-only on a throw-away copy of the script: no bundle, nothing queued.
+    Dependencies on other jobs of a pipeline are left out, since those jobs do not exist."""
+    with tempfile.TemporaryDirectory(prefix="hpcctl-test-only-") as tmp:
+        path = os.path.join(tmp, "job.sh")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(script)
+        sub = backend.submit(path, [], env=env, cwd=cwd, test_only=True)
+    return Submitted(job, "", None, "", sub.argv, sub.message)
+
+
 def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_sbatch_env: bool = False,
                 test_only: bool = False) -> list[Submitted]:
     check_job_file(jobs, site)
@@ -90,24 +102,23 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
     ids: dict[str, str] = {}
     done: list[Submitted] = []
     for job in jobs.jobs:
-        dep_args, resolved = dependency_args(job, ids) if not test_only else ([], {})
+        if test_only:
+            done.append(_test_only(job, scripts[job.name], backend, env, cwd))
+            continue
+        dep_args, resolved = dependency_args(job, ids)
         record = bundles.RunRecord(
             job_name=job.name, spec_file=os.path.abspath(jobs.path), site=site.path, cluster=site.cluster,
             hpcctl_version=__version__, workdir=cwd, output=job.output_pattern, image=job.image,
             image_digest=image_digest(job.image, site), dependencies=resolved, ignored_env=ignored)
         bundle = bundles.create(job.name, jobs.text, site.raw, scripts[job.name], record)
         try:
-            sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd, test_only=test_only)
+            sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd)
         except SubmitError as exc:
             shutil.rmtree(bundle.path)
             if done:
                 exc.problem += f" (job '{job.name}'; already submitted: " + \
                     ", ".join(f"{s.job.name}={s.job_id}" for s in done) + ")"
             raise
-        if test_only:
-            shutil.rmtree(bundle.path)
-            done.append(Submitted(job, "", None, "", sub.argv, sub.message))
-            continue
         record.job_id, record.slurm_cluster, record.argv = sub.job_id, sub.cluster, list(sub.argv)
         record.backend = backend.name
         record.submitted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

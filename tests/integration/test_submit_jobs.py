@@ -1,0 +1,152 @@
+"""`hpcctl submit` on the sandbox as hpcuser: real specs, real jobs, their real output, states and run bundles."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import hpcctl_cmd
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hpcctl(sandbox, work: Path, *args: str, env: dict | None = None, check: bool = True, timeout: float = 180):
+    """Run hpcctl as hpcuser in ``work``, with run bundles kept under work/data."""
+    return sandbox.run(hpcctl_cmd(*args), user=sandbox.user, cwd=work, check=check, timeout=timeout,
+                       env={"XDG_DATA_HOME": str(work / "data"), **(env or {})})
+
+
+def spec(work: Path, name: str, text: str) -> str:
+    (work / name).write_text(text)
+    return name
+
+
+def bundle_record(work: Path, job_id: str) -> tuple[Path, dict]:
+    for path in (work / "data" / "hpcctl" / "runs").iterdir():
+        record = json.loads((path / "run.json").read_text())
+        if record["job_id"] == job_id:
+            return path, record
+    raise AssertionError(f"no run bundle for job {job_id}")
+
+
+def test_hello_example_waits_and_prints_its_output(sandbox):
+    work = sandbox.workdir()
+    result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "hello.yaml"), "--wait")
+    job_id = re.match(r"Submitted job (\d+) \(hello\); run bundle (\S+)\n", result.stdout).group(1)
+    assert f"==> {job_id} hello COMPLETED exit 0:0 ({work}/hello-{job_id}.out) <==\n" in result.stdout
+    assert re.search(rf"^hello from n[12] in job {job_id}$", result.stdout, re.MULTILINE)
+
+    bundle, record = bundle_record(work, job_id)
+    assert sorted(p.name for p in bundle.iterdir()) == ["job.sh", "run.json", "site.yaml", "spec.yaml"]
+    assert record["argv"] == ["sbatch", "--parsable", str(bundle / "job.sh")]
+    assert record["cluster"] == "sandbox" and record["workdir"] == str(work) and record["hpcctl_version"]
+    assert (bundle / "spec.yaml").read_text() == (REPO / "examples" / "hello.yaml").read_text()
+
+    status = json.loads(hpcctl(sandbox, work, "status", str(bundle), "--json").stdout)
+    assert [(j["job_id"], j["state"]) for j in status[job_id]] == [(job_id, "COMPLETED")]
+    assert "hello from" in hpcctl(sandbox, work, "logs", job_id).stdout
+    listing = json.loads(hpcctl(sandbox, work, "list", "--json").stdout)
+    assert listing[0]["job_id"] == job_id and listing[0]["state"] == "COMPLETED"
+
+
+def test_gpu_job_sees_the_gpu_slurm_gave_it(sandbox):
+    work = sandbox.workdir()
+    result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "gpu.yaml"), "--wait")
+    assert re.search(r"^CUDA_VISIBLE_DEVICES=[01] on n[12]$", result.stdout, re.MULTILINE), result.stdout
+
+
+def test_array_runs_every_task_with_its_own_output(sandbox):
+    work = sandbox.workdir()
+    result = hpcctl(sandbox, work, "submit", "--wait", str(REPO / "examples" / "array.yaml"))
+    job_id = re.match(r"Submitted job (\d+) \(sweep\)", result.stdout).group(1)
+    for task in range(4):
+        out = work / f"sweep-{job_id}_{task}.out"
+        assert f"==> {job_id}_{task} sweep COMPLETED exit 0:0 ({out}) <==\n" in result.stdout
+        assert out.read_text() == f"task {task} of array {job_id}, learning rate 0.0{task}\n"
+    status = json.loads(hpcctl(sandbox, work, "status", job_id, "--json").stdout)[job_id]
+    assert sorted((t["job_id"], t["state"]) for t in status) == [(f"{job_id}_{i}", "COMPLETED") for i in range(4)]
+    task_log = hpcctl(sandbox, work, "logs", f"{job_id}_2").stdout
+    assert task_log.endswith(f"task 2 of array {job_id}, learning rate 0.02\n")
+
+
+def test_pipeline_runs_in_dependency_order(sandbox):
+    work = sandbox.workdir()
+    result = hpcctl(sandbox, work, "submit", "--json", str(REPO / "examples" / "pipeline.yaml"))
+    jobs = {j["name"]: j for j in json.loads(result.stdout)}
+    assert list(jobs) == ["prepare", "train", "report"]
+    assert jobs["train"]["command"][2] == f"--dependency=afterok:{jobs['prepare']['job_id']}"
+    assert jobs["report"]["command"][2] == f"--dependency=afterany:{jobs['train']['job_id']}"
+    ids = [j["job_id"] for j in jobs.values()]
+    for job_id in ids:
+        state, _ = sandbox.wait(job_id)
+        assert state == "COMPLETED"
+    assert (work / f"report-{ids[2]}.out").read_text() == "report after train:\ndata ready\ntrained\n"
+    _, record = bundle_record(work, ids[1])
+    assert record["dependencies"] == {"afterok": [ids[0]]}
+
+
+def test_failed_dependency_stops_the_rest_of_the_pipeline(sandbox):
+    work = sandbox.workdir()
+    name = spec(work, "p.yaml", "- {name: step1, command: 'exit 3'}\n"
+                                "- {name: step2, command: 'echo never', dependencies: {afterok: [step1]}}\n")
+    result = hpcctl(sandbox, work, "submit", "--wait", "--timeout", "120", name, check=False)
+    ids = re.findall(r"Submitted job (\d+)", result.stdout)
+    try:
+        assert result.returncode == 1
+        assert f"hpcctl: job {ids[0]} (step1) ended FAILED (NonZeroExitCode), exit 3:0" in result.stderr
+        assert f"hpcctl: job {ids[1]} (step2) ended PENDING (DependencyNeverSatisfied)" in result.stderr
+    finally:
+        hpcctl(sandbox, work, "cancel", ids[1], check=False)
+
+
+def test_inherited_sbatch_variables_are_reported_and_left_out(sandbox):
+    work = sandbox.workdir()
+    name = spec(work, "t.yaml", "name: envcheck\ncommand: echo partition=$SLURM_JOB_PARTITION\n")
+    env = {"SBATCH_PARTITION": "nonexistent"}
+    result = hpcctl(sandbox, work, "submit", "--wait", name, env=env)
+    assert ("hpcctl: warning: SBATCH_PARTITION=nonexistent from your shell would change the partition "
+            "(ignored; pass --keep-sbatch-env to apply it)") in result.stderr
+    assert "partition=debug\n" in result.stdout
+    kept = hpcctl(sandbox, work, "submit", "--keep-sbatch-env", name, env=env, check=False)
+    assert kept.returncode == 3
+    assert "(applies)" in kept.stderr
+    assert "hpcctl: error: sbatch rejected the job: sbatch: error: invalid partition specified: nonexistent" \
+        in kept.stderr
+
+
+def test_test_only_and_dry_run_queue_nothing(sandbox):
+    work = sandbox.workdir()
+    name = spec(work, "t.yaml", "name: probe\ncommand: 'true'\nresources: {nodes: 2}\n")
+    test_only = hpcctl(sandbox, work, "submit", "--test-only", name)
+    assert re.match(r"probe: sbatch: Job \d+ to start at \S+ using 2 processors on nodes n\[1-2\] in partition "
+                    r"debug\n", test_only.stdout), test_only.stdout
+    dry = hpcctl(sandbox, work, "submit", "--dry-run", name)
+    assert dry.stdout.startswith("# sbatch --parsable <run bundle of probe>/job.sh\n#!/bin/sh\n")
+    assert not (work / "data").exists()
+
+
+def test_limits_are_checked_before_slurm_sees_the_job(sandbox):
+    work = sandbox.workdir()
+    name = spec(work, "big.yaml", "name: big\ncommand: 'true'\nresources: {nodes: 4, time: '03:00:00'}\n")
+    result = hpcctl(sandbox, work, "submit", name, check=False)
+    assert result.returncode == 2
+    assert "big.yaml:3: resources.time: time 03:00:00 exceeds partition 'debug' limit 01:00:00" in result.stderr
+    assert "big.yaml:3: resources.nodes: 4 nodes exceed partition 'debug' limit of 2" in result.stderr
+    assert not (work / "data").exists()
+
+
+def test_logs_follow_and_cancel_by_bundle(sandbox):
+    work = sandbox.workdir()
+    name = spec(work, "slow.yaml", "name: slow\nscript: |\n  echo first\n  sleep 2\n  echo second\n")
+    job_id = hpcctl(sandbox, work, "submit", "--parsable", name).stdout.strip()
+    assert hpcctl(sandbox, work, "logs", "-f", job_id, timeout=60).stdout == "first\nsecond\n"
+
+    name = spec(work, "sleepy.yaml", "name: sleepy\ncommand: sleep 300\n")
+    job_id = hpcctl(sandbox, work, "submit", "--parsable", name).stdout.strip()
+    bundle, _ = bundle_record(work, job_id)
+    assert hpcctl(sandbox, work, "cancel", str(bundle)).stdout == f"Cancelled {job_id}\n"
+    state, _ = sandbox.wait(job_id, timeout=60)
+    assert state == "CANCELLED"

@@ -1,0 +1,43 @@
+"""Backend selection: pyslurm only where a build for the installed Slurm imports (none exists for 22.05 here)."""
+
+import types
+
+from hpcctl.slurm import backend
+from hpcctl.slurm.commands import CommandBackend
+from hpcctl.slurm.pyslurm_backend import PyslurmBackend
+
+
+def fake_pyslurm(mocker, version):
+    module = types.SimpleNamespace(__version__=version)
+    mocker.patch.object(backend.importlib, "import_module", return_value=module)
+    mocker.patch.object(backend, "installed_slurm_version", return_value=(22, 5))
+    return module
+
+
+def test_commands_when_pyslurm_is_missing(mocker):
+    mocker.patch.object(backend.importlib, "import_module", side_effect=ImportError("No module named 'pyslurm'"))
+    assert type(backend.select_backend()) is CommandBackend
+
+
+def test_pyslurm_when_built_for_the_installed_slurm(mocker):
+    module = fake_pyslurm(mocker, "22.5.3")
+    chosen = backend.select_backend()
+    assert isinstance(chosen, PyslurmBackend) and chosen.pyslurm is module
+
+
+def test_commands_when_pyslurm_is_for_another_slurm(mocker):
+    fake_pyslurm(mocker, "25.11.0")
+    assert type(backend.select_backend()) is CommandBackend
+
+
+def test_container_jobs_still_go_through_sbatch(mocker, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --container-image=busybox\ntrue\n")
+    module = types.SimpleNamespace(JobSubmitDescription=mocker.Mock())
+    sbatch = mocker.patch.object(CommandBackend, "submit", return_value="via sbatch")
+    assert PyslurmBackend(module).submit(str(script), []) == "via sbatch"
+    module.JobSubmitDescription.assert_not_called()
+
+
+def test_installed_slurm_version_here():
+    assert backend.installed_slurm_version() == (22, 5)
