@@ -1,0 +1,208 @@
+"""What the CLI and the SPANK plugin call: resolve a reference, make sure its squashfs is cached, hold it in use.
+
+- ``resolve(ref, site)``: one manifest request for a tag, none for a digest-pinned reference.
+- ``ensure(ref, site, uid=...)``: a warm hit takes no lock and costs what ``resolve`` costs (a cached private image
+  additionally needs the registry to accept *this* user's credentials); a cold pull is single-flight per node.
+- ``in_use(image)`` / ``mark_in_use`` + ``release``: a shared flock on the image's ``.use`` file, which gc respects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from hpcctl.image import credentials
+from hpcctl.image.cache import CachedImage, Entry, ImageCache, ImageConfig
+from hpcctl.image.errors import AuthDenied, BadReference, NotFound
+from hpcctl.image.progress import Progress
+from hpcctl.image.reference import DaemonImage, ImageRef, LocalFile, parse
+from hpcctl.image.registry import Registry, RegistryConfigView
+from hpcctl.site.config import SiteConfig
+
+__all__ = ["Resolved", "CachedImage", "ImageConfig", "resolve", "ensure", "in_use", "mark_in_use", "release",
+           "node_cache", "caches"]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    reference: str  # canonical, e.g. docker.io/library/ubuntu:22.04
+    digest: str  # sha256:... the reference points to ("" for local files)
+    pinned: str  # canonical with @digest: what submit-time pinning writes into the job
+
+
+def node_cache(site: SiteConfig) -> ImageCache:
+    return ImageCache(site.cache.root)
+
+
+def user_cache() -> ImageCache:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return ImageCache(Path(base) / "hpcctl" / "images")
+
+
+def caches(site: SiteConfig) -> list[ImageCache]:
+    """Where to look, in order; the last one is where a pull writes. Root (and anyone who may write the node cache)
+    uses the node cache only; other users read it and pull into their own cache."""
+    node = node_cache(site)
+    if os.geteuid() == 0 or node.writable():
+        return [node]
+    return [node, user_cache()]
+
+
+def registry_for(ref: ImageRef, site: SiteConfig, uid: int | None = None) -> Registry:
+    settings = RegistryConfigView(insecure=tuple(site.registries.insecure), mirrors=dict(site.registries.mirrors),
+                                  timeout_s=float(site.registries.timeout_s), retries=int(site.registries.retries))
+
+    def lookup():
+        return credentials.lookup(ref.registry, ref.user, uid, site.registries.netrc, site.registries.docker_config)
+    return Registry(ref, settings, lookup)
+
+
+def _parse(ref: str, site: SiteConfig):
+    return parse(ref, site.registries.default)
+
+
+def resolve(ref: str, site: SiteConfig, *, uid: int | None = None) -> Resolved:
+    parsed = _parse(ref, site)
+    if isinstance(parsed, LocalFile):
+        path = str(Path(parsed.path).resolve())
+        return Resolved(reference=path, digest="", pinned=path)
+    if isinstance(parsed, DaemonImage):
+        from hpcctl.image import dockerd
+        image_id = dockerd.image_id(parsed.name)
+        return Resolved(reference=str(parsed), digest=image_id, pinned=f"dockerd://{image_id}")
+    if parsed.digest:
+        return Resolved(parsed.canonical, parsed.digest, str(parsed))
+    digest = _tag_digest(registry_for(parsed, site, uid), parsed)
+    pinned = parsed.pinned(digest)
+    return Resolved(parsed.canonical, digest, str(pinned))
+
+
+def _tag_digest(registry: Registry, ref: ImageRef) -> str:
+    digest = registry.head_digest(ref.tag)
+    if not digest:
+        _, _, digest = registry.get_manifest_bytes(ref.tag)
+    return digest
+
+
+def _lookup(stores: list[ImageCache], digest: str) -> tuple[ImageCache, Entry] | None:
+    for store in stores:
+        entry = store.lookup(digest)
+        if entry:
+            return store, entry
+    return None
+
+
+def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | None = None,
+           progress: bool = False) -> CachedImage:
+    """The image's squashfs, pulling and converting it on a miss. ``uid`` is the user whose credentials are used."""
+    parsed = _parse(ref, site)
+    stores = caches(site)
+    if isinstance(parsed, LocalFile):
+        _check_user_can_read(parsed.path, uid, gid)
+        return _local_file(parsed, stores[-1])
+    if isinstance(parsed, DaemonImage):
+        from hpcctl.image import dockerd
+        return dockerd.ensure(parsed, stores, site, Progress(progress), uid)
+
+    registry = registry_for(parsed, site, uid)
+    if parsed.digest:
+        digest = parsed.digest
+        found = _lookup(stores, digest)
+        if found and found[1].meta.get("auth_required"):
+            registry.head_digest(digest)  # the registry must accept this user's credentials for it
+        if found:
+            return _hit(*found)
+    else:
+        digest = _tag_digest(registry, parsed)
+        found = _lookup(stores, digest)
+        if found:
+            return _hit(*found)
+
+    target = stores[-1]
+    target.prepare()
+    with target.pull_lock(digest):
+        entry = target.lookup(digest)
+        if entry is None:
+            from hpcctl.image import pull
+            target.clean_partials(digest)
+            manifest = registry.manifest(digest)
+            entry = pull.build(target, registry, manifest, parsed.canonical if not parsed.digest
+                               else str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)),
+                               site.cache.compression, Progress(progress),
+                               {"pulled_by_uid": uid if uid is not None else os.geteuid()})
+        elif entry.meta.get("auth_required"):
+            registry.head_digest(digest)
+    return _hit(target, entry)
+
+
+def _hit(store: ImageCache, entry: Entry) -> CachedImage:
+    store.touch(entry.digest)
+    return store.as_image(entry)
+
+
+def _check_user_can_read(path: str, uid: int | None, gid: int | None) -> None:
+    """Root acting for a job user: the user must be able to read the file themselves."""
+    if uid is None or os.geteuid() != 0 or uid == 0:
+        return
+    import pwd
+    import subprocess
+    try:
+        group = gid if gid is not None else pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        raise NotFound(f"uid {uid} has no passwd entry", "pass the uid of an existing user") from None
+    if subprocess.run(["test", "-r", path], user=uid, group=group, extra_groups=[], cwd="/").returncode != 0:
+        raise AuthDenied(f"image file {path} is not readable by uid {uid}",
+                         "make the file readable by the job's user")
+
+
+def _local_file(ref: LocalFile, store: ImageCache) -> CachedImage:
+    path = Path(ref.path).resolve()
+    if ref.is_sif:
+        from hpcctl.image import sif
+        return sif.as_cached_image(path, store)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise NotFound(f"image file {ref.path} does not exist", "check the path") from None
+    if not path.is_file():
+        raise BadReference(f"image file {ref.path} is not a regular file", "give the path of a .sqsh file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"hsqs":
+            raise BadReference(f"image file {ref.path} is not a squashfs image",
+                               "convert it with `hpcctl image pull` or mksquashfs")
+    return CachedImage(path=str(path), digest="", reference=str(path), size=st.st_size, config=ImageConfig(),
+                       lock_path=None)
+
+
+def mark_in_use(image: CachedImage) -> int | None:
+    """Hold a shared flock on the image's use file (gc skips it); returns the fd to pass to release().
+    Raises NotFound when gc removed the image before the lock was taken: call ensure() again."""
+    if image.lock_path is None:
+        return None
+    fd = os.open(image.lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    meta = Path(image.path).with_suffix(".json")
+    if not meta.exists():
+        os.close(fd)
+        raise NotFound(f"image {image.reference} was removed from the cache just now", "pull it again")
+    with contextlib.suppress(OSError):
+        os.utime(image.lock_path)
+    return fd
+
+
+def release(handle: int | None) -> None:
+    if handle is not None:
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def in_use(image: CachedImage) -> Iterator[CachedImage]:
+    handle = mark_in_use(image)
+    try:
+        yield image
+    finally:
+        release(handle)

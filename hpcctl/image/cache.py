@@ -1,0 +1,242 @@
+"""The node-local image cache: one squashfs per image, keyed by the digest its reference resolves to.
+
+Layout under ``site.cache.root`` (root-owned, 0755 dirs, 0644 files: users may read, never write)::
+
+    images/<hex>.sqsh   the image            images/<hex>.json   its metadata, written last
+    blobs/sha256/<hex>  compressed layers    tmp/                 partial files of running pulls
+    locks/<hex>.pull    single-flight lock   locks/<hex>.use      shared while a job uses the image
+    locks/gc.lock       pulls hold it shared; gc removes blobs only when it gets it exclusively
+
+An entry is valid only when its metadata exists and names the squashfs's exact size, so a pull killed at any
+moment (or a disk that filled up) leaves nothing that looks valid. Finding a valid entry takes no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from hpcctl.image.errors import NoSpace
+
+METADATA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of the image config a runtime needs."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    working_dir: str = ""
+    user: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> "ImageConfig":
+        raw = raw or {}
+        def seq(key):
+            value = raw.get(key)
+            return tuple(value) if isinstance(value, list) else None
+        return cls(env=tuple(raw.get("Env") or ()), entrypoint=seq("Entrypoint"), cmd=seq("Cmd"),
+                   working_dir=raw.get("WorkingDir") or "", user=raw.get("User") or "")
+
+    def to_dict(self) -> dict:
+        return {"Env": list(self.env), "Entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
+                "Cmd": list(self.cmd) if self.cmd is not None else None, "WorkingDir": self.working_dir,
+                "User": self.user}
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """A squashfs ready to mount. ``lock_path`` is the file to hold a shared flock on while a job uses it
+    (None for local files, which the cache never removes)."""
+
+    path: str
+    digest: str
+    reference: str
+    size: int
+    config: ImageConfig = field(default_factory=ImageConfig)
+    lock_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A valid cache entry, as `hpcctl image ls` shows it."""
+
+    key: str
+    meta: dict
+    sqsh: Path
+    last_used: float
+
+    @property
+    def size(self) -> int:
+        return int(self.meta["size"])
+
+    @property
+    def digest(self) -> str:
+        return self.meta["digest"]
+
+
+def key_of(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+class ImageCache:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.blobs = self.root / "blobs"
+        self.tmp = self.root / "tmp"
+        self.locks = self.root / "locks"
+
+    # --- layout and locks ------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Create the layout (as whoever may write the cache: root for the node cache)."""
+        for d in (self.root, self.images, self.blobs, self.tmp, self.locks):
+            try:
+                d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise NoSpace(f"no space left for the image cache at {self.root}",
+                                  "run `hpcctl image gc` or free space on that disk") from None
+                raise
+        os.chmod(self.root, 0o755)
+        os.chmod(self.tmp, 0o700)
+
+    def writable(self) -> bool:
+        if self.root.exists():
+            return os.access(self.root, os.W_OK)
+        parent = next((p for p in self.root.parents if p.exists()), Path("/"))
+        return os.access(parent, os.W_OK)
+
+    def _lock_file(self, name: str) -> int:
+        return os.open(self.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+
+    @contextlib.contextmanager
+    def pull_lock(self, digest: str) -> Iterator[None]:
+        """Exclusive per image (single flight) plus the shared gc lock, held for a whole pull."""
+        gc_fd = self._lock_file("gc.lock")
+        fd = self._lock_file(f"{key_of(digest)}.pull")
+        try:
+            fcntl.flock(gc_fd, fcntl.LOCK_SH)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+            os.close(gc_fd)
+
+    def use_lock_path(self, digest: str) -> Path:
+        return self.locks / f"{key_of(digest)}.use"
+
+    # --- entries ---------------------------------------------------------------------------------------------
+    def sqsh_path(self, digest: str) -> Path:
+        return self.images / f"{key_of(digest)}.sqsh"
+
+    def meta_path(self, digest: str) -> Path:
+        return self.images / f"{key_of(digest)}.json"
+
+    def lookup(self, digest: str) -> Entry | None:
+        """The valid entry for ``digest``, or None. Lock-free: metadata is published last and names the size."""
+        return self._entry(key_of(digest))
+
+    def _entry(self, key: str) -> Entry | None:
+        meta_path = self.images / f"{key}.json"
+        sqsh = self.images / f"{key}.sqsh"
+        try:
+            meta = json.loads(meta_path.read_text())
+            st = sqsh.stat()
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+        if meta.get("version") != METADATA_VERSION or meta.get("size") != st.st_size:
+            return None
+        try:
+            last_used = (self.locks / f"{key}.use").stat().st_mtime
+        except OSError:
+            last_used = meta.get("created", 0)
+        return Entry(key, meta, sqsh, last_used)
+
+    def entries(self) -> list[Entry]:
+        if not self.images.is_dir():
+            return []
+        found = (self._entry(p.stem) for p in sorted(self.images.glob("*.json")))
+        return [e for e in found if e]
+
+    def touch(self, digest: str) -> None:
+        """Record a use (for LRU); silently skipped when this process may not write the cache."""
+        path = self.use_lock_path(digest)
+        with contextlib.suppress(OSError):
+            if path.exists():
+                os.utime(path)
+            elif self.locks.is_dir():
+                os.close(self._lock_file(path.name))
+
+    def as_image(self, entry: Entry) -> CachedImage:
+        return CachedImage(path=str(entry.sqsh), digest=entry.digest, reference=entry.meta["reference"],
+                           size=entry.size, config=ImageConfig.from_dict(entry.meta.get("config")),
+                           lock_path=str(self.use_lock_path(entry.digest)))
+
+    # --- writing (under pull_lock) ---------------------------------------------------------------------------
+    def partial_path(self, digest: str) -> Path:
+        return self.tmp / f"{key_of(digest)}.{os.getpid()}.sqsh"
+
+    def clean_partials(self, digest: str) -> None:
+        """Remove what killed pulls of ``digest`` left; only call with its pull lock held."""
+        for leftover in self.tmp.glob(f"{key_of(digest)}.*"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+    def publish(self, digest: str, partial: Path, meta: dict) -> Entry:
+        """Move the finished squashfs in place, then write the metadata that makes it valid."""
+        meta = {"version": METADATA_VERSION, **meta, "digest": digest, "size": partial.stat().st_size,
+                "created": time.time()}
+        try:
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(partial, 0o644)
+            os.replace(partial, self.sqsh_path(digest))
+            meta_tmp = self.tmp / f"{key_of(digest)}.{os.getpid()}.json"
+            with open(meta_tmp, "w") as fh:
+                json.dump(meta, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(meta_tmp, 0o644)
+            os.replace(meta_tmp, self.meta_path(digest))
+            dir_fd = os.open(self.images, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise NoSpace(f"no space left on the image cache's disk ({self.root})",
+                              "run `hpcctl image gc` or free space on that disk") from None
+            raise
+        self.touch(digest)
+        entry = self.lookup(digest)
+        assert entry is not None
+        return entry
+
+    def remove(self, entry: Entry) -> None:
+        """Invalidate first (metadata), then free the space; callers hold the image's locks. Lock files stay:
+        unlinking a lock file someone waits on would let two processes hold "the" lock at once."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.images / f"{entry.key}.json").unlink()
+        with contextlib.suppress(FileNotFoundError):
+            entry.sqsh.unlink()
+
+    def referenced_blobs(self) -> set[str]:
+        return {d for e in self.entries() for d in e.meta.get("layers", ())}
+
+    def blob_files(self) -> list[Path]:
+        folder = self.blobs / "sha256"
+        return sorted(folder.iterdir()) if folder.is_dir() else []
+
+    def disk_usage(self) -> int:
+        return sum(e.size for e in self.entries()) + sum(p.stat().st_size for p in self.blob_files())

@@ -1,0 +1,106 @@
+"""Garbage collection of the image cache: least recently used images first, down to a target size.
+
+An image a job uses (someone holds a shared flock on its ``.use`` file) or that is being pulled is never removed.
+Layer blobs that no cached image needs go first, but only while no pull runs (pulls hold ``gc.lock`` shared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from hpcctl.errors import HpcctlError
+from hpcctl.image.cache import Entry, ImageCache
+
+
+@dataclass
+class GcResult:
+    usage_before: int
+    usage_after: int
+    target: int
+    removed: list[dict] = field(default_factory=list)
+    in_use: list[str] = field(default_factory=list)
+    blobs_removed: int = 0
+
+    def to_dict(self) -> dict:
+        return {"usage_before": self.usage_before, "usage_after": self.usage_after, "target": self.target,
+                "freed": self.usage_before - self.usage_after, "removed": self.removed, "in_use": self.in_use,
+                "blobs_removed": self.blobs_removed}
+
+
+@contextlib.contextmanager
+def _try_exclusive(cache: ImageCache, name: str) -> Iterator[bool]:
+    """Yields True while holding an exclusive flock on locks/NAME, False if someone else holds it."""
+    fd = os.open(cache.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _claim(cache: ImageCache, entry: Entry) -> Iterator[bool]:
+    """True while this process holds the image exclusively: not used by a job, not being pulled."""
+    with _try_exclusive(cache, f"{entry.key}.use") as unused, _try_exclusive(cache, f"{entry.key}.pull") as idle:
+        yield unused and idle and cache.lookup(entry.digest) is not None
+
+
+def _remove_unreferenced_blobs(cache: ImageCache) -> tuple[int, int]:
+    """(count, bytes) of blobs removed; nothing while a pull holds gc.lock."""
+    count = freed = 0
+    with _try_exclusive(cache, "gc.lock") as ok:
+        if not ok:
+            return 0, 0
+        needed = {d.split(":", 1)[1] for d in cache.referenced_blobs()}
+        for blob in cache.blob_files():
+            if blob.name not in needed:
+                size = blob.stat().st_size
+                blob.unlink()
+                count, freed = count + 1, freed + size
+    return count, freed
+
+
+def collect(cache: ImageCache, target: int, dry_run: bool = False) -> GcResult:
+    """Remove unused blobs, then least recently used images, until the cache holds at most ``target`` bytes."""
+    usage = cache.disk_usage()
+    result = GcResult(usage_before=usage, usage_after=usage, target=target)
+    if not cache.locks.is_dir():
+        return result
+    if not dry_run:
+        result.blobs_removed, freed = _remove_unreferenced_blobs(cache)
+        usage -= freed
+    for entry in sorted(cache.entries(), key=lambda e: e.last_used):
+        if usage <= target:
+            break
+        with _claim(cache, entry) as ours:
+            if not ours:
+                result.in_use.append(entry.meta["reference"])
+                continue
+            if not dry_run:
+                cache.remove(entry)
+            usage -= entry.size
+            result.removed.append({"reference": entry.meta["reference"], "digest": entry.digest,
+                                   "size": entry.size})
+    if not dry_run and result.removed:
+        count, freed = _remove_unreferenced_blobs(cache)
+        result.blobs_removed += count
+    result.usage_after = cache.disk_usage() if not dry_run else usage
+    return result
+
+
+def remove(cache: ImageCache, entry: Entry) -> None:
+    """`hpcctl image rm`: remove one image now, refusing while a job uses it or a pull writes it."""
+    with _claim(cache, entry) as ours:
+        if not ours:
+            raise HpcctlError(f"image {entry.meta['reference']} is in use by a running job or pull",
+                              "try again when the job has ended")
+        cache.remove(entry)
+    _remove_unreferenced_blobs(cache)
