@@ -12,6 +12,7 @@ from hpcctl.errors import HpcctlError
 COMMAND_MODULES = (
     "hpcctl.cli.sandbox_cmd",
     "hpcctl.cli.site_cmd",
+    "hpcctl.cli.image_cmd",
     "hpcctl.cli.job_cmd",
 )
 
