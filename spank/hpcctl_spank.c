@@ -1,38 +1,78 @@
 /*
- * hpcctl SPANK plugin: registers the --container-* options in sbatch, srun and salloc.
- * Decisions live in the Python core (hpcctl/plugin); this shim only registers options and, in the task, performs
- * the syscalls that must happen there.
+ * hpcctl SPANK plugin: --container-image and friends for sbatch, srun and salloc (pyxis-compatible).
+ * Decisions live in the Python core (hpcctl/plugin), run by fork/exec with a clean environment; this shim
+ * registers the options and performs the syscalls that must happen in slurmstepd and the task.
  */
 #include <slurm/spank.h>
-#include <string.h>
+#include <stdio.h>
+
+#include "contexts.h"
+#include "helper.h"
+#include "opts.h"
 
 SPANK_PLUGIN(hpcctl, 1);
 
-static int opt_noop(int val, const char *optarg, int remote)
-{
-    (void)val;
-    (void)optarg;
-    (void)remote;
-    return 0;
-}
-
-static struct spank_option options[] = {
-    {"container-image", "[USER@][REGISTRY#]IMAGE[:TAG]|PATH",
-     "[hpcctl] the container image to run the job's tasks in", 1, 0, opt_noop},
-    {"container-mounts", "SRC:DST[:FLAGS][,SRC:DST...]", "[hpcctl] bind mount[s] inside the container", 1, 0,
-     opt_noop},
-    {"container-workdir", "PATH", "[hpcctl] working directory inside the container", 1, 0, opt_noop},
-    {"container-name", "NAME[:MODE]", "[hpcctl] name the container, to reuse it in later steps of the job", 1, 0,
-     opt_noop},
-    SPANK_OPTIONS_TABLE_END
-};
+static struct helper_config config;
 
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
+    char err[512];
+    spank_context_t ctx = spank_context();
+    if (ctx != S_CTX_LOCAL && ctx != S_CTX_ALLOCATOR && ctx != S_CTX_REMOTE && ctx != S_CTX_JOB_SCRIPT)
+        return 0;
+    if (helper_config_parse(&config, ac, av, err, sizeof(err))) {
+        slurm_error("hpcctl: %s", err);
+        return -1;
+    }
+    return ctx == S_CTX_JOB_SCRIPT ? 0 : opts_register(sp);
+}
+
+int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
+{
     (void)ac;
     (void)av;
-    for (struct spank_option *opt = options; opt->name; opt++)
-        if (spank_option_register(sp, opt) != ESPANK_SUCCESS)
-            return -1;
-    return 0;
+    switch (spank_context()) {
+    case S_CTX_LOCAL:
+    case S_CTX_ALLOCATOR:
+        return ctx_local_post_opt(sp, &config);
+    case S_CTX_REMOTE:
+        return ctx_remote_post_opt(sp);
+    default:
+        return 0;
+    }
+}
+
+int slurm_spank_user_init(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? ctx_remote_user_init(sp, &config) : 0;
+}
+
+int slurm_spank_task_init_privileged(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? ctx_remote_task_privileged(sp) : 0;
+}
+
+int slurm_spank_task_init(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? ctx_remote_task_init(sp) : 0;
+}
+
+int slurm_spank_exit(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return spank_context() == S_CTX_REMOTE ? ctx_remote_exit(sp) : 0;
+}
+
+int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    return ctx_slurmd_job_epilog(sp, &config);
 }

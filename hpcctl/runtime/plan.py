@@ -19,6 +19,7 @@ class PlanMount:
     readonly: bool = True
     create: str = "auto"  # dir | file | auto: what to create in the overlay when the target is missing
     why: str = ""
+    as_user: bool = False  # a user's path: opened with the user's file-system ids, symlinks refused
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,7 +42,15 @@ class MountPlan:
     env: list[EnvOp] = field(default_factory=list)
     ldconfig: bool = False  # rebuild the container's linker cache in the overlay (never in the cached image)
     notes: list[str] = field(default_factory=list)
+    writable: bool = True  # False: the root is remounted read-only once the mount points exist
+    upper: str = ""  # persistent overlay upper directory (named containers); "" = a tmpfs for this step
+    staging: str = "/run/hpcctl/mnt"  # host directory a private tmpfs is mounted on while building the root
+    workdir: str = ""  # --container-workdir; "" = the job's working directory
+    entrypoint: list[str] = field(default_factory=list)  # run before the command when non-empty
+    ldconfig_bin: str = "/sbin/ldconfig"  # the host's (static) ldconfig, run inside the container
 
     def to_dict(self) -> dict:
         return {"image": self.image, "mounts": [m.to_dict() for m in self.mounts],
-                "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig, "notes": self.notes}
+                "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig, "notes": self.notes,
+                "writable": self.writable, "upper": self.upper, "staging": self.staging, "workdir": self.workdir,
+                "entrypoint": list(self.entrypoint), "ldconfig_bin": self.ldconfig_bin}

@@ -1,0 +1,34 @@
+"""Where a step's image comes from: a squashfs file the user can read, or the node's image cache."""
+
+from __future__ import annotations
+
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin.access import Identity, readable
+from hpcctl.plugin.options import is_file_reference
+from hpcctl.runtime.build import Image
+from hpcctl.site.config import SiteConfig
+
+
+def _api():
+    try:
+        from hpcctl.image import api
+    except ImportError:
+        raise HpcctlError("registry images are not supported by this hpcctl installation yet",
+                          "pass a squashfs file: --container-image=/path/to/image.sqsh") from None
+    return api
+
+
+def pin(reference: str, site: SiteConfig, uid: int) -> str:
+    """tag -> reference@digest, so every node and step of the job runs the same image."""
+    return _api().resolve(reference, site, uid=uid).pinned
+
+
+def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
+    if is_file_reference(reference):
+        problem = readable([reference], who)[reference]
+        if problem:
+            raise HpcctlError(f"--container-image: {reference} {problem}",
+                              "pass a squashfs file that exists on the compute nodes and that you can read")
+        return Image(path=reference, reference=reference)
+    cached = _api().ensure(reference, site, uid=who.uid, gid=who.gid)
+    return Image(path=str(cached.path), reference=cached.reference, config=dict(cached.config or {}))

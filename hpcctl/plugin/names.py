@@ -1,0 +1,58 @@
+"""Named containers (--container-name=NAME[:MODE]): the overlay's upper directory and the image are kept on the
+node for later steps of the same job, and removed by the job epilog."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+from hpcctl.errors import HpcctlError
+from hpcctl.runtime.build import Image
+from hpcctl.site.config import SiteConfig
+
+
+def job_dir(site: SiteConfig, job_id: str) -> str:
+    return os.path.join(site.plugin.runtime_dir, "containers", str(job_id))
+
+
+@dataclass(frozen=True)
+class Named:
+    directory: str
+    image: Image | None  # the image it was made from, when it exists
+
+    @property
+    def upper(self) -> str:
+        return self.directory
+
+
+def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: str) -> Named:
+    directory = os.path.join(job_dir(site, job_id), node, f"{uid}-{name}")
+    meta = os.path.join(directory, "image.json")
+    if mode == "create" and os.path.isdir(directory):
+        shutil.rmtree(directory)
+    if not os.path.exists(meta):
+        if mode in ("exec", "no_exec"):
+            raise HpcctlError(f"--container-name: no container '{name}' in this job on {node}",
+                              "create it first with --container-name=NAME and --container-image=IMAGE")
+        return Named(directory, None)
+    with open(meta) as fh:
+        data = json.load(fh)
+    return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {}))
+
+
+def remember(named: Named, image: Image) -> None:
+    os.makedirs(named.directory, mode=0o700, exist_ok=True)
+    tmp = os.path.join(named.directory, ".image.json.tmp")
+    with open(tmp, "w") as fh:
+        json.dump({"path": image.path, "reference": image.reference, "config": dict(image.config)}, fh)
+    os.replace(tmp, os.path.join(named.directory, "image.json"))
+
+
+def remove_job(site: SiteConfig, job_id: str) -> bool:
+    directory = job_dir(site, job_id)
+    if not os.path.isdir(directory):
+        return False
+    shutil.rmtree(directory)
+    return True

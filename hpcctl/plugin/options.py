@@ -1,0 +1,173 @@
+"""The --container-* options as the user wrote them (command line or HPCCTL_/PYXIS_CONTAINER_*), validated.
+
+Meanings follow pyxis, so job scripts move between clusters unchanged. Every problem is one HpcctlError line
+naming the option and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from hpcctl.errors import HpcctlError
+
+NAME_MODES = ("auto", "create", "exec", "no_exec")
+MOUNT_FLAGS = {"ro", "rw", "bind", "rbind", "private", "rprivate", "slave", "rslave", "nosuid", "nodev", "noexec",
+               "x-create=dir", "x-create=file", "x-create=auto"}
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# [USER@][REGISTRY#]IMAGE[:TAG][@sha256:HEX], after docker:// is stripped
+_REFERENCE = re.compile(r"(?:[^@/#\s]+@)?(?:[A-Za-z0-9.-]+(?::\d+)?#)?[a-z0-9]+(?:[._/-]+[a-z0-9]+)*"
+                        r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+
+
+@dataclass(frozen=True)
+class UserMount:
+    source: str  # absolute host path, or "tmpfs"
+    target: str
+    readonly: bool = False
+    create: str = "auto"
+
+
+@dataclass(frozen=True)
+class ContainerOptions:
+    image: str | None = None
+    mounts: tuple[UserMount, ...] = ()
+    workdir: str | None = None
+    name: str | None = None
+    name_mode: str = "auto"
+    env: tuple[str, ...] = ()
+    mount_home: bool | None = None  # None: the site default
+    remap_root: bool = False
+    entrypoint: bool | None = None
+    writable: bool | None = None
+    mpi: str | None = None
+
+    @property
+    def image_is_file(self) -> bool:
+        return bool(self.image) and is_file_reference(self.image)
+
+
+def is_file_reference(image: str) -> bool:
+    """pyxis' rule: a value starting with / or . names a squashfs file, anything else a registry image."""
+    return image.startswith(("/", "./", "../")) or image in (".", "..")
+
+
+def _flag(name: str, value: str) -> bool:
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise HpcctlError(f"--container-{name.replace('_', '-')}: '{value}' is not a yes/no value",
+                      "set the variable to 1 or 0")
+
+
+def _absolute(path: str, cwd: str) -> str:
+    return os.path.normpath(path if path.startswith("/") else os.path.join(cwd, path))
+
+
+def parse_image(value: str, cwd: str) -> str:
+    image = value.strip().replace("\\#", "#")
+    for prefix in ("docker://", "dockerd://"):
+        if image.startswith(prefix):
+            image = image[len(prefix):]
+    if not image:
+        raise HpcctlError("--container-image is empty", "name an image such as ubuntu:22.04 or a .sqsh file")
+    if is_file_reference(image):
+        return _absolute(image, cwd)
+    if not _REFERENCE.fullmatch(image):
+        hint = (" (in #SBATCH lines write \\# for #)" if image.endswith("#") or "#" not in image and " " in image
+                else "")
+        raise HpcctlError(f"--container-image: '{value}' is not an image reference{hint}",
+                          "write [USER@][REGISTRY#]IMAGE[:TAG], e.g. nvcr.io#nvidia/pytorch:24.01-py3, "
+                          "or a path starting with / or ./ to a squashfs file")
+    return image
+
+
+def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
+    mounts = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        fields = item.split(":")
+        if len(fields) > 3:
+            raise HpcctlError(f"--container-mounts: '{item}' has too many ':'", "write SRC:DST[:FLAGS]")
+        source, target = fields[0], fields[1] if len(fields) > 1 and fields[1] else fields[0]
+        flags = set(fields[2].split("+")) if len(fields) == 3 and fields[2] else set()
+        unknown = sorted(flags - MOUNT_FLAGS)
+        if unknown:
+            raise HpcctlError(f"--container-mounts: unknown flag '{unknown[0]}' in '{item}'",
+                              f"use flags from: {', '.join(sorted(MOUNT_FLAGS))}, joined with +")
+        if "ro" in flags and "rw" in flags:
+            raise HpcctlError(f"--container-mounts: '{item}' is both ro and rw", "keep one of them")
+        if not target.startswith("/"):
+            raise HpcctlError(f"--container-mounts: destination '{target}' in '{item}' is not absolute",
+                              "write the path inside the container starting with /")
+        if source != "tmpfs":
+            if source.startswith("/") or source.startswith("."):
+                source = _absolute(source, cwd)
+            else:
+                raise HpcctlError(f"--container-mounts: source '{source}' in '{item}' is not a path",
+                                  "write an absolute path, a path starting with ./, or tmpfs")
+        create = next((f.split("=", 1)[1] for f in flags if f.startswith("x-create=")), "auto")
+        mounts.append(UserMount(source, os.path.normpath(target), readonly="ro" in flags, create=create))
+    return tuple(mounts)
+
+
+def parse_name(value: str) -> tuple[str, str]:
+    name, _, mode = value.partition(":")
+    mode = mode or "auto"
+    if not _CONTAINER_NAME.fullmatch(name):
+        raise HpcctlError(f"--container-name: '{name}' is not a valid name",
+                          "use letters, digits, '.', '_' and '-' (up to 64)")
+    if mode not in NAME_MODES:
+        raise HpcctlError(f"--container-name: unknown mode '{mode}'", f"use one of: {', '.join(NAME_MODES)}")
+    return name, mode
+
+
+def parse_env(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise HpcctlError(f"--container-env: '{name}' is not a variable name",
+                              "list names such as HOME,MY_VAR separated by commas")
+    return names
+
+
+def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
+    """``raw``: the shim's {option: string} (only the options that were set)."""
+    unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "mount_home", "remap_root", "entrypoint",
+                          "writable", "mpi"}
+    if unknown:
+        raise HpcctlError(f"unknown container option '{sorted(unknown)[0]}'", "update the hpcctl plugin")
+    values: dict = {}
+    if "image" in raw:
+        values["image"] = parse_image(raw["image"], cwd)
+    if "mounts" in raw:
+        values["mounts"] = parse_mounts(raw["mounts"], cwd)
+    if "workdir" in raw:
+        workdir = raw["workdir"].strip()
+        if not workdir.startswith("/"):
+            raise HpcctlError(f"--container-workdir: '{workdir}' is not an absolute path",
+                              "write the directory inside the container starting with /")
+        values["workdir"] = os.path.normpath(workdir)
+    if "name" in raw:
+        values["name"], values["name_mode"] = parse_name(raw["name"].strip())
+    if "env" in raw:
+        values["env"] = parse_env(raw["env"])
+    for key in ("mount_home", "remap_root", "entrypoint", "writable"):
+        if key in raw:
+            values[key] = _flag(key, raw[key])
+    if "mpi" in raw:
+        values["mpi"] = raw["mpi"].strip() or None
+    options = ContainerOptions(**values)
+    if not options.image and not options.name:
+        given = ", ".join(f"--container-{k.replace('_', '-')}" for k in sorted(raw))
+        raise HpcctlError(f"{given} given without --container-image",
+                          "add --container-image=IMAGE (or --container-name of a container made earlier in the job)")
+    return options
+

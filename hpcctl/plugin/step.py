@@ -1,0 +1,59 @@
+"""remote context (slurmstepd, once per step and node, as root): options + job facts -> MountPlan.
+
+Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, batch, argv, env, host}, "pinned": "REF PIN"}
+Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir"}
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin import images, names, options
+from hpcctl.plugin.access import Identity
+from hpcctl.plugin.protocol import serve
+from hpcctl.runtime.build import StepFacts, build_plan
+from hpcctl.site.config import load_site
+
+
+def pinned_for(pin: str | None, raw_image: str | None) -> str | None:
+    """The submit-time pin "<reference> <pinned>" applies when the step asks for the same reference."""
+    reference, _, pinned = (pin or "").partition(" ")
+    return pinned if raw_image and reference == raw_image and pinned else None
+
+
+def handle(request: dict, site_path: str) -> dict:
+    site = load_site(site_path)
+    job = request["job"]
+    env = job.get("env") or {}
+    cwd = env.get("PWD") or env.get("SLURM_SUBMIT_DIR") or "/"
+    raw = request.get("options") or {}
+    opts = options.parse(raw, cwd)
+    who = Identity(int(job["uid"]), int(job["gid"]), tuple(int(g) for g in job.get("groups") or ()))
+    node = env.get("SLURMD_NODENAME") or f"{job.get('host', 'node')}-{job.get('nodeid', 0)}"
+    reference = pinned_for(request.get("pinned"), raw.get("image")) or opts.image
+
+    named = names.find(site, job["jobid"], node, who.uid, opts.name, opts.name_mode) if opts.name else None
+    if named and named.image and reference and reference != named.image.reference:
+        raise HpcctlError(f"--container-name: '{opts.name}' was made from {named.image.reference}, not {reference}",
+                          f"drop --container-image, or replace it with --container-name={opts.name}:create")
+    if named and named.image:
+        image = named.image
+    elif reference:
+        image = images.locate(reference, site, who)
+    else:
+        raise HpcctlError(f"--container-name: no container '{opts.name}' in this job yet",
+                          "add --container-image=IMAGE to create it")
+    if named and not named.image:
+        names.remember(named, image)
+
+    batch = bool(job.get("batch")) and bool(job.get("argv"))
+    step = StepFacts(who=who, cwd=cwd, node=node, env=env, batch_script=job["argv"][0] if batch else None,
+                     job_id=str(job["jobid"]), step_id=str(job["stepid"]))
+    plan = build_plan(site, image, opts, step, upper=named.upper if named else "")
+    return {"plan": plan.to_dict(), "uid": who.uid, "gid": who.gid, "groups": list(who.groups), "cwd": cwd,
+            "remap_root": opts.remap_root, "fallback_dir": (image.config or {}).get("WorkingDir") or "/"}
+
+
+if __name__ == "__main__":
+    sys.exit(serve(handle))

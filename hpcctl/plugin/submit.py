@@ -1,0 +1,40 @@
+"""allocator/local context (sbatch, salloc, srun): validate the options and pin the image before submission.
+
+Request: {"context": "allocator"|"local", "options": {...}, "pinned": "<ref@digest>"|null}
+Reply: {"pinned": "<what every step of the job runs>"|null}
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin import images, options
+from hpcctl.plugin.access import problem_of
+from hpcctl.plugin.protocol import serve
+from hpcctl.runtime.policy import check_source
+from hpcctl.site.config import load_site
+
+
+def handle(request: dict, site_path: str) -> dict:
+    opts = options.parse(request.get("options") or {}, os.getcwd())
+    site = load_site(site_path)
+    for mount in opts.mounts:
+        if mount.source != "tmpfs":
+            check_source(mount.source, site.user_mounts)
+    if not opts.image:
+        return {"pinned": None}
+    if opts.image_is_file:
+        problem = problem_of(opts.image)
+        if problem:
+            raise HpcctlError(f"--container-image: {opts.image} {problem}",
+                              "pass a squashfs file that exists on the compute nodes and that you can read")
+        return {"pinned": opts.image}
+    if request.get("pinned"):
+        return {"pinned": request["pinned"]}
+    return {"pinned": images.pin(opts.image, site, os.getuid())}
+
+
+if __name__ == "__main__":
+    sys.exit(serve(handle))

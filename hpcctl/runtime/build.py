@@ -1,0 +1,119 @@
+"""Build a step's MountPlan: image, the container's base mounts, site mounts, Slurm's files, home, user mounts,
+host injections (GPU, MPI) and the environment. Shared by the SPANK plugin and `hpcctl run`."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin.access import Identity, readable
+from hpcctl.plugin.environment import compose, image_env
+from hpcctl.plugin.options import ContainerOptions
+from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
+from hpcctl.runtime.policy import check_source
+from hpcctl.site.config import SiteConfig
+
+BASE_MOUNTS = (
+    PlanMount("/proc", "/proc", readonly=False, create="dir", why="processes (host pid namespace)"),
+    PlanMount("/sys", "/sys", readonly=True, create="dir", why="devices and cgroups, read-only"),
+    PlanMount("/dev", "/dev", kind="dev", readonly=False, create="dir",
+              why="devices; the job's device cgroup decides which GPUs open"),
+)
+
+
+@dataclass(frozen=True)
+class Image:
+    path: str  # squashfs file (or root directory)
+    reference: str  # what the user asked for, pinned when known
+    config: Mapping = field(default_factory=dict)  # OCI config: Env, Entrypoint, Cmd, WorkingDir, User
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    who: Identity
+    cwd: str
+    node: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    batch_script: str | None = None  # the batch step's script in the slurmd spool, bound in read-only
+    job_id: str = "0"
+    step_id: str = "0"
+
+
+def _depth(mount: PlanMount) -> int:
+    return len([p for p in mount.target.split("/") if p])
+
+
+def _home(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return None
+
+
+def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts):
+    try:
+        from hpcctl.inject import StepInfo, plan_injections
+        from hpcctl.inject.rootfs import opened
+    except ImportError:
+        return None
+    info = StepInfo.from_environ({**step.env, "SLURM_JOB_UID": str(step.who.uid),
+                                  "SLURM_JOB_GID": str(step.who.gid)}, step.node, mpi=options.mpi)
+    if not info.gpus and (options.mpi or site.mpi.default) in (None, "none"):
+        return None
+    with opened(image.path) as rootfs:
+        return plan_injections(site, info, rootfs, image_env(image.config))
+
+
+def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts,
+               upper: str = "") -> MountPlan:
+    mounts = list(BASE_MOUNTS)
+    for m in site.mounts:
+        if m.optional and not os.path.exists(m.source):
+            continue
+        mounts.append(PlanMount(m.source, m.target, kind="bind", readonly=m.readonly,
+                                create="file" if "file" in m.flags else "dir" if "dir" in m.flags else "auto",
+                                why=m.why or "site mount"))
+    if step.batch_script:
+        mounts.append(PlanMount(step.batch_script, step.batch_script, readonly=True, create="file",
+                                why="the batch script, so it runs inside the container"))
+    mount_home = site.plugin.mount_home if options.mount_home is None else options.mount_home
+    home = _home(step.who.uid) if mount_home else None
+    user_sources = []
+    if home and os.path.isdir(home):
+        mounts.append(PlanMount(home, home, readonly=False, create="dir", as_user=True, why="home directory"))
+    for um in options.mounts:
+        if um.source == "tmpfs":
+            mounts.append(PlanMount("tmpfs", um.target, kind="tmpfs", readonly=False, create="dir",
+                                    why="--container-mounts"))
+            continue
+        real = check_source(um.source, site.user_mounts)
+        user_sources.append((um.source, real))
+        mounts.append(PlanMount(real, um.target, readonly=um.readonly, create=um.create, as_user=True,
+                                why=f"--container-mounts {um.source}"))
+    problems = readable([r for _, r in user_sources], step.who)
+    for source, real in user_sources:
+        if problems[real]:
+            raise HpcctlError(f"--container-mounts: {source} {problems[real]}",
+                              "mount only paths that exist and that you can read")
+
+    extra_env: list[EnvOp] = []
+    injection = _injections(site, image, options, step)
+    notes: list[str] = []
+    ldconfig = False
+    if injection:
+        mounts += injection.mounts
+        extra_env = list(injection.env)
+        notes += injection.notes
+        ldconfig = injection.ldconfig
+    mounts.sort(key=_depth)
+
+    env = compose(image_env(image.config), site.environment, options.env, extra_env)
+    entrypoint_on = site.plugin.entrypoint if options.entrypoint is None else options.entrypoint
+    entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
+    writable = site.plugin.writable if options.writable is None else options.writable
+    return MountPlan(image=image.path, mounts=mounts, env=env, ldconfig=ldconfig, notes=notes, writable=writable,
+                     upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),
+                     workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig)

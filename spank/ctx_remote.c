@@ -1,0 +1,302 @@
+/*
+ * remote context (slurmstepd). user_init: the Python core turns options + job facts into a MountPlan, and a
+ * holder process builds the container once per step and node. task_init_privileged: each task joins the holder's
+ * mount namespace and sets no_new_privs. task_init (as the user): environment, working directory, entrypoint.
+ * Errors are kept until task_init, where they reach the task's stderr (the job's error file) as one line.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "contexts.h"
+#include "opts.h"
+#include "plan_exec.h"
+
+#ifndef SLURM_BATCH_SCRIPT
+#define SLURM_BATCH_SCRIPT 0xfffffffb
+#endif
+#define SLURM_EXTERN_STEP 0xfffffffc
+#define SLURM_INTERACTIVE 0xfffffffa
+
+static struct {
+    int enabled, have_plan, cwd_missing, remap_root;
+    char error[1024];
+    struct plan plan;
+    pid_t holder;
+    int keep_fd; /* the holder lives until this, our end of its pipe, closes */
+    const char *fallback_dir;
+} st = {.keep_fd = -1};
+
+int ctx_remote_post_opt(spank_t sp)
+{
+    uint32_t stepid = 0;
+    opts_from_environment(sp);
+    spank_get_item(sp, S_JOB_STEPID, &stepid);
+    st.enabled = opts_container_requested() && stepid != SLURM_EXTERN_STEP && stepid != SLURM_INTERACTIVE;
+    return 0;
+}
+
+static json_t *job_facts(spank_t sp)
+{
+    uid_t uid = 0;
+    gid_t gid = 0, *gids = NULL;
+    uint32_t jobid = 0, stepid = 0, nodeid = 0, ntasks = 0;
+    int ngids = 0, argc = 0;
+    char **argv = NULL, **env = NULL, host[256] = "";
+    spank_get_item(sp, S_JOB_UID, &uid);
+    spank_get_item(sp, S_JOB_GID, &gid);
+    spank_get_item(sp, S_JOB_ID, &jobid);
+    spank_get_item(sp, S_JOB_STEPID, &stepid);
+    spank_get_item(sp, S_JOB_NODEID, &nodeid);
+    spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &ntasks);
+    spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, &gids, &ngids);
+    spank_get_item(sp, S_JOB_ARGV, &argc, &argv);
+    spank_get_item(sp, S_JOB_ENV, &env);
+    gethostname(host, sizeof(host) - 1);
+    json_t *groups = json_array(), *args = json_array(), *environ_ = json_object();
+    for (int i = 0; i < ngids; i++)
+        json_array_append_new(groups, json_integer(gids[i]));
+    for (int i = 0; i < argc; i++)
+        json_array_append_new(args, json_string(argv[i]));
+    for (int i = 0; env && env[i]; i++) {
+        char *eq = strchr(env[i], '=');
+        if (eq) {
+            char *name = strndup(env[i], (size_t)(eq - env[i]));
+            json_t *value = json_string(eq + 1);
+            if (name && value)
+                json_object_set_new(environ_, name, value);
+            else
+                json_decref(value);
+            free(name);
+        }
+    }
+    return json_pack("{s:I, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:o, s:o, s:s}", "uid", (json_int_t)uid, "gid",
+                     (json_int_t)gid, "groups", groups, "jobid", (json_int_t)jobid, "stepid", (json_int_t)stepid,
+                     "batch", stepid == SLURM_BATCH_SCRIPT, "nodeid", (json_int_t)nodeid, "local_tasks",
+                     (json_int_t)ntasks, "argv", args, "env", environ_, "host", host);
+}
+
+/* Fork a holder (detached: a grandchild of slurmstepd) that enters the plan and waits; returns its pid. */
+static pid_t start_holder(char *err, size_t errlen)
+{
+    int ready[2], keep[2];
+    if (pipe2(ready, O_CLOEXEC) || pipe2(keep, O_CLOEXEC)) {
+        snprintf(err, errlen, "cannot create pipes: %s", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]);
+        close(keep[1]);
+        if (fork() != 0)
+            _exit(0);
+        /* keep only our two pipe ends: an inherited stdio or socket fd would hold the step open */
+        int null = open("/dev/null", O_RDWR), r = fcntl(ready[1], F_DUPFD_CLOEXEC, 100),
+            k = fcntl(keep[0], F_DUPFD_CLOEXEC, 100);
+        if (null < 0 || r < 0 || k < 0 || dup2(r, 3) < 0 || dup2(k, 4) < 0 || dup2(null, 0) < 0 ||
+            dup2(null, 1) < 0 || dup2(null, 2) < 0)
+            _exit(1);
+        ready[1] = 3;
+        keep[0] = 4;
+        closefrom(5);
+        char msg[1100];
+        int cwd_missing = 0;
+        if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) {
+            dprintf(ready[1], "Ecannot regain root to build the container: %s", strerror(errno));
+            _exit(1);
+        }
+        setsid();
+        signal(SIGPIPE, SIG_IGN);
+        if (plan_enter(&st.plan, &cwd_missing, msg, sizeof(msg))) {
+            dprintf(ready[1], "E%s", msg);
+            _exit(1);
+        }
+        dprintf(ready[1], "%c%d", cwd_missing ? 'M' : 'K', (int)getpid());
+        close(ready[1]);
+        char c;
+        while (read(keep[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ready[1]);
+    close(keep[0]);
+    if (pid < 0) {
+        snprintf(err, errlen, "cannot fork: %s", strerror(errno));
+        close(ready[0]);
+        close(keep[1]);
+        return -1;
+    }
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    char msg[1200] = "";
+    ssize_t n, len = 0;
+    while ((n = read(ready[0], msg + len, sizeof(msg) - 1 - (size_t)len)) > 0 ||
+           (n < 0 && errno == EINTR))
+        len += n > 0 ? n : 0;
+    close(ready[0]);
+    msg[len] = '\0';
+    if (msg[0] != 'K' && msg[0] != 'M') {
+        snprintf(err, errlen, "%.1000s", msg[0] == 'E' ? msg + 1 : "the container setup process died");
+        close(keep[1]);
+        return -1;
+    }
+    st.cwd_missing = msg[0] == 'M';
+    st.keep_fd = keep[1];
+    return (pid_t)atoi(msg + 1);
+}
+
+int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg)
+{
+    json_t *out = NULL;
+    if (!st.enabled)
+        return 0;
+    json_t *input = json_pack("{s:o, s:o}", "options", opts_to_json(), "job", job_facts(sp));
+    char pin[4096];
+    if (spank_getenv(sp, PINNED_ENV, pin, sizeof(pin)) == ESPANK_SUCCESS)
+        json_object_set_new(input, "pinned", json_string(pin));
+    int rc = helper_run(cfg, "hpcctl.plugin.step", input, 1, 900, &out, st.error, sizeof(st.error));
+    json_decref(input);
+    if (rc)
+        return 0;
+    if (plan_from_json(out, &st.plan, st.error, sizeof(st.error)))
+        return 0;
+    st.have_plan = 1;
+    st.remap_root = json_is_true(json_object_get(out, "remap_root"));
+    st.fallback_dir = json_string_value(json_object_get(out, "fallback_dir"));
+    st.holder = start_holder(st.error, sizeof(st.error));
+    return 0;
+}
+
+int ctx_remote_task_privileged(spank_t sp)
+{
+    char path[64];
+    (void)sp;
+    if (!st.enabled || st.error[0])
+        return 0;
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)st.holder);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNS)) {
+        snprintf(st.error, sizeof(st.error), "cannot enter the container: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    close(fd);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) {
+        snprintf(st.error, sizeof(st.error), "cannot set no_new_privs: %s", strerror(errno));
+        return 0;
+    }
+    return 0;
+}
+
+static const char *task_get(void *ctx, const char *name, char *buf, size_t len)
+{
+    return spank_getenv((spank_t)ctx, name, buf, (int)len) == ESPANK_SUCCESS ? buf : NULL;
+}
+
+static int task_set(void *ctx, const char *name, const char *value)
+{
+    return spank_setenv((spank_t)ctx, name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+static int task_unset(void *ctx, const char *name)
+{
+    spank_unsetenv((spank_t)ctx, name);
+    return 0;
+}
+
+/* The task runs `entrypoint... argv...`; PATH is the container's (from the task environment). */
+static void exec_entrypoint(spank_t sp)
+{
+    int argc = 0;
+    char **argv = NULL, **env = NULL, path[8192], candidate[4096];
+    spank_get_item(sp, S_JOB_ARGV, &argc, &argv);
+    spank_get_item(sp, S_JOB_ENV, &env);
+    size_t n = 0;
+    while (st.plan.entrypoint[n])
+        n++;
+    char **args = calloc(n + (size_t)argc + 1, sizeof(char *));
+    if (!args)
+        return;
+    for (size_t i = 0; i < n; i++)
+        args[i] = (char *)st.plan.entrypoint[i];
+    for (int i = 0; i < argc; i++)
+        args[n + (size_t)i] = argv[i];
+    const char *prog = args[0];
+    if (!strchr(prog, '/') && spank_getenv(sp, "PATH", path, sizeof(path)) == ESPANK_SUCCESS) {
+        for (char *save = NULL, *dir = strtok_r(path, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+            snprintf(candidate, sizeof(candidate), "%s/%s", dir, prog);
+            if (access(candidate, X_OK) == 0) {
+                prog = candidate;
+                break;
+            }
+        }
+    }
+    execve(prog, args, env);
+    fprintf(stderr, "hpcctl: error: cannot run the image's entrypoint %s: %s (run without "
+            "--container-entrypoint)\n", st.plan.entrypoint[0], strerror(errno));
+    _exit(126);
+}
+
+int ctx_remote_task_init(spank_t sp)
+{
+    uint32_t rank = 0;
+    char err[512];
+    if (!st.enabled)
+        return 0;
+    spank_get_item(sp, S_TASK_GLOBAL_ID, &rank);
+    if (st.error[0]) {
+        fprintf(stderr, "hpcctl: error: %s\n", st.error);
+        _exit(1);
+    }
+    struct env_ops ops = {task_get, task_set, task_unset, sp};
+    if (plan_apply_env(&st.plan, &ops)) {
+        fprintf(stderr, "hpcctl: error: cannot set the container's environment\n");
+        _exit(1);
+    }
+    if (rank == 0)
+        for (size_t i = 0; st.plan.notes[i]; i++)
+            fprintf(stderr, "hpcctl: %s\n", st.plan.notes[i]);
+    const char *dir = st.plan.workdir[0] ? st.plan.workdir : NULL;
+    if (!dir && st.cwd_missing) {
+        dir = st.fallback_dir ? st.fallback_dir : "/";
+        if (rank == 0)
+            fprintf(stderr, "hpcctl: the working directory %s does not exist in the container; running in %s "
+                    "(mount it with --container-mounts or choose one with --container-workdir)\n", st.plan.cwd,
+                    dir);
+    }
+    if (dir && chdir(dir)) {
+        fprintf(stderr, "hpcctl: error: cannot change to %s in the container: %s\n", dir, strerror(errno));
+        _exit(1);
+    }
+    if (dir)
+        spank_setenv(sp, "PWD", dir, 1);
+    if (st.remap_root && plan_remap_root(st.plan.uid, st.plan.gid, err, sizeof(err))) {
+        fprintf(stderr, "hpcctl: error: %s\n", err);
+        _exit(1);
+    }
+    if (st.plan.entrypoint[0])
+        exec_entrypoint(sp);
+    return 0;
+}
+
+int ctx_remote_exit(spank_t sp)
+{
+    (void)sp;
+    if (st.keep_fd >= 0)
+        close(st.keep_fd);
+    st.keep_fd = -1;
+    if (st.have_plan)
+        plan_free(&st.plan);
+    st.have_plan = 0;
+    return 0;
+}

@@ -1,0 +1,24 @@
+/* Run the Python core: fork/exec `<python> -I -m MODULE` with a cleared environment, JSON in, JSON out. */
+#ifndef HPCCTL_HELPER_H
+#define HPCCTL_HELPER_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct helper_config {
+    char python[4096]; /* interpreter of the venv hpcctl is installed in (plugstack: python=) */
+    char site[4096];   /* site config (plugstack: site=) */
+};
+
+/* Parse plugstack.conf arguments key=value; unknown keys are an error, written to err. */
+int helper_config_parse(struct helper_config *cfg, int ac, char **av, char *err, size_t errlen);
+
+/*
+ * Run MODULE with `input` on stdin. as_root: become uid/gid 0 first (slurmstepd keeps real uid 0 while
+ * its effective uid is the user's). On success *output is the decoded JSON (caller decrefs) and 0 is returned;
+ * otherwise err holds one line: the helper's last stderr line, or why it could not run.
+ */
+int helper_run(const struct helper_config *cfg, const char *module, json_t *input, int as_root, int timeout_s,
+               json_t **output, char *err, size_t errlen);
+
+#endif

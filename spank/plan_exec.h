@@ -1,0 +1,61 @@
+/*
+ * Execute a MountPlan (hpcctl/runtime/plan.py): a private mount namespace whose root is the image's squashfs
+ * (read-only, nosuid, nodev) under an overlay, with the plan's binds and tmpfs mounts, entered by pivot_root.
+ * Used by the SPANK plugin (once per step and node, in a holder process the tasks join with setns) and by the
+ * standalone `hpcctl-exec` (`hpcctl run`).
+ */
+#ifndef HPCCTL_PLAN_EXEC_H
+#define HPCCTL_PLAN_EXEC_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct plan_mount {
+    const char *source, *target, *kind, *create;
+    int readonly, as_user;
+};
+
+struct plan_env {
+    const char *op, *name, *value;
+};
+
+struct plan {
+    json_t *json; /* owns every string below */
+    const char *image, *upper, *staging, *workdir, *cwd, *ldconfig_bin;
+    struct plan_mount *mounts;
+    size_t nmounts;
+    struct plan_env *env;
+    size_t nenv;
+    const char **entrypoint; /* NULL-terminated; empty when the entrypoint is not run */
+    const char **notes;      /* NULL-terminated lines shown to the user */
+    int writable, ldconfig;
+    uid_t uid;
+    gid_t gid;
+    gid_t *groups;
+    size_t ngroups;
+};
+
+/* Build from {"plan": MountPlan.to_dict(), "uid":, "gid":, "groups": [...], "cwd":}; takes a reference. */
+int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen);
+void plan_free(struct plan *p);
+
+/*
+ * In the calling (single-threaded, root) process: new mount namespace, image + overlay + mounts, pivot_root.
+ * *cwd_missing is set when plan->cwd did not exist in the container (it is then created, empty, in the overlay).
+ */
+int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen);
+
+/* Apply the plan's environment operations through get/set/unset callbacks (the task's env or environ). */
+struct env_ops {
+    const char *(*get)(void *ctx, const char *name, char *buf, size_t len);
+    int (*set)(void *ctx, const char *name, const char *value);
+    int (*unset)(void *ctx, const char *name);
+    void *ctx;
+};
+int plan_apply_env(const struct plan *p, const struct env_ops *ops);
+
+/* Map the calling user to root in a new user namespace (--container-remap-root). */
+int plan_remap_root(uid_t uid, gid_t gid, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,16 @@
+"""Environment order: image ENV, then site rules, then --container-env; Slurm's variables always survive."""
+
+from hpcctl.plugin.environment import compose, image_env
+from hpcctl.site.config import EnvRules
+
+
+def test_order_and_protection():
+    image = image_env({"Env": ["PATH=/img/bin", "SLURM_JOB_ID=9", "CUDA_VISIBLE_DEVICES=all", "PMIX_RANK=3",
+                               "LANG=C", "KEEP=image"]})
+    site = EnvRules(set={"SITE": "1", "KEEP": "site"}, prepend={"PATH": "/site/bin"}, unset=("LANG",))
+    ops = compose(image, site, keep=["KEEP"])
+    names = [(op.op, op.name) for op in ops]
+    assert ("set", "PATH") in names and names.index(("set", "PATH")) < names.index(("prepend", "PATH"))
+    assert not any(n in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "PMIX_RANK") for _, n in names)
+    assert not any(n == "KEEP" for _, n in names)
+    assert names.index(("set", "LANG")) < names.index(("unset", "LANG"))

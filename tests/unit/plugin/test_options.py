@@ -1,0 +1,48 @@
+"""Option parsing: what a pyxis user writes is accepted; every mistake is one line naming option and fix."""
+
+import pytest
+
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin import options
+
+
+def test_pyxis_image_forms():
+    assert options.parse({"image": "nvcr.io#nvidia/pytorch:24.01-py3"}).image == "nvcr.io#nvidia/pytorch:24.01-py3"
+    assert options.parse({"image": "nvcr.io\\#nvidia/pytorch:24.01-py3"}).image == "nvcr.io#nvidia/pytorch:24.01-py3"
+    assert options.parse({"image": "docker://ubuntu:22.04"}).image == "ubuntu:22.04"
+    assert options.parse({"image": "./img.sqsh"}, "/home/u").image == "/home/u/img.sqsh"
+    assert options.parse({"image": "/data/img.sqsh"}).image_is_file
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"image": "Not An Image"}, "--container-image: 'Not An Image' is not an image reference"),
+    ({"image": ""}, "--container-image is empty"),
+    ({"image": "x", "mounts": "/a:rel"}, "destination 'rel' in '/a:rel' is not absolute"),
+    ({"image": "x", "mounts": "/a:/b:bogus"}, "unknown flag 'bogus'"),
+    ({"image": "x", "mounts": "/a:/b:ro+rw"}, "is both ro and rw"),
+    ({"image": "x", "mounts": "a:/b"}, "source 'a' in 'a:/b' is not a path"),
+    ({"image": "x", "workdir": "rel"}, "--container-workdir: 'rel' is not an absolute path"),
+    ({"image": "x", "name": "bad name"}, "--container-name: 'bad name' is not a valid name"),
+    ({"image": "x", "name": "n:sometimes"}, "--container-name: unknown mode 'sometimes'"),
+    ({"image": "x", "env": "OK,1BAD"}, "--container-env: '1BAD' is not a variable name"),
+    ({"image": "x", "writable": "maybe"}, "--container-writable: 'maybe' is not a yes/no value"),
+    ({"mounts": "/a:/b"}, "--container-mounts given without --container-image"),
+])
+def test_bad_input_is_one_clear_line(raw, message):
+    with pytest.raises(HpcctlError) as err:
+        options.parse(raw)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_mounts_flags_and_defaults():
+    mounts = options.parse({"image": "x", "mounts": "/data:/in:ro,./out:/out,tmpfs:/scratch,/same"}, "/w").mounts
+    assert [(m.source, m.target, m.readonly) for m in mounts] == [
+        ("/data", "/in", True), ("/w/out", "/out", False), ("tmpfs", "/scratch", False), ("/same", "/same", False)]
+
+
+def test_flags_and_name():
+    opts = options.parse({"image": "x", "mount_home": "0", "writable": "1", "entrypoint": "true",
+                          "name": "build:no_exec", "env": "A, B"})
+    assert (opts.mount_home, opts.writable, opts.entrypoint) == (False, True, True)
+    assert (opts.name, opts.name_mode, opts.env) == ("build", "no_exec", ("A", "B"))
