@@ -29,8 +29,9 @@ def register(sub) -> None:
                                           "from the site config: site mounts, the allocated GPUs and the driver "
                                           "stack, the host MPI bound over the image's after the ABI check. Reads "
                                           "the host and the image; changes nothing.")
-    explain.add_argument("--image", required=True, metavar="ROOTFS|SQSH",
-                         help="the image's root tree (a directory) or its squashfs file")
+    explain.add_argument("--image", required=True, metavar="IMAGE|ROOTFS",
+                         help="an image reference or squashfs file, as --container-image (pulled into the cache "
+                              "when missing), or an unpacked root tree (a directory)")
     explain.add_argument("--gpus", type=int, default=0, metavar="N", help="GPUs allocated (GRES indices 0..N-1)")
     explain.add_argument("--mpi", metavar="NAME", help="MPI flavour, as --container-mpi (default: the site's; "
                                                        "'none' for no MPI)")
@@ -66,6 +67,7 @@ def run_check(args) -> int:
 
 
 def run_explain(args) -> int:
+    import os
     import socket
 
     from hpcctl.inject.explain import explain
@@ -74,8 +76,15 @@ def run_explain(args) -> int:
 
     site = load_default_site(args.site)
     node = args.node or socket.gethostname().split(".")[0]
-    with opened(args.image) as rootfs:
-        plan = explain(site, rootfs, args.image, node, args.gpus, args.mpi)
+    path, env = args.image, None
+    if not os.path.isdir(args.image):
+        from hpcctl.image.api import ensure
+
+        cached = ensure(args.image, site, progress=not args.json)
+        path = cached.path
+        env = dict(item.partition("=")[::2] for item in cached.config.env)
+    with opened(path) as rootfs:
+        plan = explain(site, rootfs, args.image, node, args.gpus, args.mpi, env)
     if args.json:
         print_json(plan.to_dict())
         return 0

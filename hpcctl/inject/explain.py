@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from hpcctl.inject import Injection, StepInfo, plan_injections
@@ -40,12 +41,13 @@ def site_entries(site: SiteConfig) -> Injection:
     return out
 
 
-def explain(site: SiteConfig, rootfs: str, image: str, node: str, gpus: int, mpi: str | None) -> Explanation:
+def explain(site: SiteConfig, rootfs: str, image: str, node: str, gpus: int, mpi: str | None,
+            image_env: Mapping[str, str] | None = None) -> Explanation:
     """The plan of a step on ``node`` with ``gpus`` GPUs (GRES indices 0..gpus-1) and MPI flavour ``mpi``."""
     flavour = select(site, mpi)
     step = StepInfo(node=node, job_id="<job>", step_id="<step>", uid=0, gid=0, gpus=tuple(range(gpus)),
                     mpi=mpi or (flavour.name if flavour else "none"))
     base = site_entries(site)
-    injected = plan_injections(site, step, rootfs)
+    injected = plan_injections(site, step, rootfs, image_env)
     return Explanation(node, image, step.gpus, flavour.name if flavour else None,
                        base.mounts + injected.mounts, base.env + injected.env, injected.ldconfig, injected.notes)

@@ -42,8 +42,7 @@ def test_explain_table_and_refusal(fake_host, tmp_path):
     assert refused.stderr.startswith("hpcctl: error: host MPI 'openmpi' library ")
     assert "major version 40 != 12" in refused.stderr and len(refused.stderr.splitlines()) == 1
     bad = hpcctl("--site", site.path, "site", "explain", "--image", str(tmp_path / "nothing"))
-    assert bad.stderr.strip() == (f"hpcctl: error: {tmp_path}/nothing is neither a root directory nor a squashfs "
-                                  "image (pass an unpacked root tree or a .sqsh file from the image cache)")
+    assert bad.stderr.strip() == f"hpcctl: error: image file {tmp_path}/nothing does not exist (check the path)"
 
 
 def test_check_reports_every_library_device_and_dir(fake_host, tmp_path):
@@ -61,3 +60,18 @@ def test_check_reports_every_library_device_and_dir(fake_host, tmp_path):
     assert seen[("slurm", f"{fake_host.root}/spool/n3")][0] is False
     missing = [f["path"] for f in report["findings"] if f["required"] and not f["found"]]
     assert report["missing"] == len(missing) and result.returncode == 1
+
+
+def test_explain_reads_a_squashfs_image(fake_host, tmp_path):
+    site = fake_host.site(tmp_path)
+    rootfs = image(tmp_path, {"libmpi.so.12.1.1": "libmpi.so.12"})
+    sqsh = tmp_path / "img.sqsh"
+    subprocess.run(["mksquashfs", str(rootfs), str(sqsh), "-quiet", "-no-progress", "-all-root"], check=True)
+    result = hpcctl("--site", site.path, "site", "explain", "--image", str(sqsh), "--mpi", "mpich", "--json")
+    assert result.returncode == 0, result.stderr
+    mpi = json.loads(result.stdout)["mounts"][0]
+    assert (mpi["source"], mpi["target"]) == (f"{fake_host.root}/mpich/libmpi.so.12.2.1",
+                                              "/usr/lib/x86_64-linux-gnu/libmpi.so.12.1.1")
+    with open("/proc/mounts") as fh:
+        mounts = fh.read()
+    assert "hpcctl-rootfs-" not in mounts
