@@ -17,8 +17,9 @@ from pathlib import Path
 
 from hpcctl.errors import HpcctlError
 from hpcctl.sandbox import layout as L
-from hpcctl.sandbox import daemons, packages, plugin, registry, slurm_conf, test_images, users
+from hpcctl.sandbox import daemons, mpi_image, packages, plugin, registry, slurm_conf, test_images, users
 from hpcctl.sandbox.daemons import Daemon, StepFailed
+from hpcctl.sandbox.oci_push import Pusher
 
 REPO_SITE = Path(__file__).resolve().parents[2] / "site-configs" / "sandbox.yaml"
 
@@ -178,6 +179,7 @@ def up(quiet: bool = False, images: bool = True) -> int:
         _start(daemon, lambda addr=addr: registry.answers(addr), report)
     if images:
         pushed = test_images.push_all(L.log("test-images"))
+        pushed += mpi_image.push_mpi_images(Pusher(L.REGISTRY), L.log("test-images"))
         report.step("test images", f"pushed {', '.join(pushed)}" if pushed else "in registry", bool(pushed))
     return report.changed
 
