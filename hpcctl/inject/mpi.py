@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import ldcache
-from hpcctl.inject import abi, container_libs
+from hpcctl.inject import abi, container_libs, glibc
 from hpcctl.inject.container_libs import ContainerLib
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
@@ -99,6 +99,21 @@ def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: MpiP
     out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
 
 
+def _check_glibc(rootfs: str, libs: list[ContainerLib], flavour: MpiFlavour, host_files: list[str]) -> None:
+    image = glibc.image_release(rootfs, libs)
+    if image is None:
+        return
+    libc, provided = image
+    for path in host_files:
+        wanted = glibc.needed(path)
+        if wanted and wanted > provided:
+            raise HpcctlError(
+                f"host MPI '{flavour.name}' library {path} needs {glibc.text(wanted)} but the image's C library "
+                f"{libc} provides up to {glibc.text(provided)}",
+                f"use an image with glibc {'.'.join(map(str, wanted))} or newer, or --container-mpi={NO_MPI} to "
+                "use the image's own MPI")
+
+
 def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -> None:
     for mount in flavour.binds:
         source = mount.source.replace("%n", step.node)
@@ -146,6 +161,7 @@ def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> MpiPlan:
         _bind_library(name, site, flavour, libs, out)
     for name in flavour.dependencies:
         _bind_dependency(name, site, flavour, out)
+    _check_glibc(rootfs, libs, flavour, [m.source for m in out.mounts])
     out.ldconfig = True
     _binds(site, flavour, step, out)
     if flavour.pmix:

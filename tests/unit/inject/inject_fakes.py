@@ -13,6 +13,7 @@ from hpcctl.site.config import load_site
 DRIVER = "535.104.05"
 OLD_DRIVER = "470.57.02"
 LIBDIR = "usr/lib/x86_64-linux-gnu"
+NEEDS_GLIBC_2_25 = "#include <sys/random.h>\nint hpcctl_fake(void) { char b[4]; return getrandom(b, 4, 0); }"
 SMI = f"""#!/bin/sh
 case "$*" in
   *--query-gpu=driver_version*) echo {DRIVER}; echo {DRIVER} ;;
@@ -21,12 +22,14 @@ esac
 """
 
 
-def shared_object(path: Path, soname: str, links: tuple[str, ...] = ()) -> Path:
+def shared_object(path: Path, soname: str, links: tuple[str, ...] = (), code: str = "int hpcctl_fake(void) "
+                  "{ return 1; }", flags: tuple[str, ...] = ()) -> Path:
     """A real x86-64 shared object at ``path`` with ``soname``, and symlinks to it as a package would make."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    src = path.parent / ".empty.c"
-    src.write_text("int hpcctl_fake(void) { return 1; }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(path), str(src)], check=True)
+    src = path.parent / ".fake.c"
+    src.write_text(code + "\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", *flags, "-o", str(path), str(src)],
+                   check=True)
     src.unlink()
     for link in {soname, *links} - {path.name}:
         if not os.path.lexists(path.parent / link):
@@ -43,7 +46,7 @@ class FakeHost:
     def lib(self, name: str) -> str:
         return str(self.root / LIBDIR / name)
 
-    def site(self, tmp: Path, extra: str = "", mpi_abi: str = "major") -> object:
+    def site(self, tmp: Path, extra: str = "", mpi_abi: str = "major", mpi_libraries: str = "[libmpi.so.40]"):
         text = f"""\
 version: 1
 cluster: fake
@@ -54,7 +57,7 @@ mpi:
   default: openmpi
   flavours:
     openmpi:
-      libraries: [libmpi.so.40]
+      libraries: {mpi_libraries}
       dependencies: [libpmix.so.2]
       abi_check: {mpi_abi}
       binds:
@@ -91,6 +94,7 @@ def build_fake_host(root: Path) -> FakeHost:
     shared_object(libs / "libmpi.so.40.30.4", "libmpi.so.40")
     shared_object(libs / "libpmix.so.2.6.2", "libpmix.so.2")
     shared_object(root / "mpich" / "libmpi.so.12.2.1", "libmpi.so.12")
+    shared_object(root / "newer-glibc" / "libmpi.so.40.30.4", "libmpi.so.40", code=NEEDS_GLIBC_2_25)
     (root / "ld.so.conf").write_text(f"{libs}\n{root / 'old'}\n{root / 'mpich'}\n")
     subprocess.run(["/sbin/ldconfig", "-X", "-C", str(root / "ld.so.cache"), "-f", str(root / "ld.so.conf")],
                    check=True)
@@ -110,12 +114,19 @@ def build_fake_host(root: Path) -> FakeHost:
     return FakeHost(root, ldconfig, dev)
 
 
-def image(tmp: Path, libs: dict[str, str]) -> Path:
-    """A container root tree whose lib dir holds fake libraries: {file name: soname}; /lib links to usr/lib."""
+def image(tmp: Path, libs: dict[str, str], glibc: str | None = None) -> Path:
+    """A container root tree whose lib dir holds fake libraries: {file name: soname}; /lib links to usr/lib.
+    ``glibc``: also a libc.so.6 whose newest symbol version is GLIBC_<glibc>."""
     root = tmp / "rootfs"
     (root / "usr/lib").mkdir(parents=True, exist_ok=True)
     if not (root / "lib").exists():
         os.symlink("/usr/lib", root / "lib")
     for name, soname in libs.items():
         shared_object(root / LIBDIR / name, soname, (soname.split(".so")[0] + ".so",))
+    if glibc:
+        script = tmp / "glibc.map"
+        script.write_text(f"GLIBC_2.2.5 {{ global: old_symbol; local: *; }};\n"
+                          f"GLIBC_{glibc} {{ global: new_symbol; }} GLIBC_2.2.5;\n")
+        shared_object(root / LIBDIR / "libc.so.6", "libc.so.6", code="int old_symbol(void) { return 0; }\n"
+                      "int new_symbol(void) { return 0; }", flags=("-nostdlib", f"-Wl,--version-script={script}"))
     return root

@@ -116,3 +116,16 @@ def test_pmix_directories_missing_are_noted_not_bound(fake_host, tmp_path):
     assert [m.target for m in got.mounts if not m.readonly] == [f"{fake_host.dev}/infiniband"]
     assert (f"{fake_host.root}/spool/n1/pmix.8.0 not present: bound only when the step runs under "
             "srun --mpi=pmix") in got.notes
+
+
+def test_host_library_needing_a_newer_glibc_is_refused(fake_host, tmp_path):
+    newer = fake_host.root / "newer-glibc/libmpi.so.40.30.4"
+    site = fake_host.site(tmp_path, mpi_libraries=f"[{newer}]")
+    old_image = image(tmp_path, {"libmpi.so.40.30.2": "libmpi.so.40"}, glibc="2.17")
+    with pytest.raises(HpcctlError) as err:
+        plan_injections(site, step(), str(old_image))
+    assert str(err.value) == (
+        f"host MPI 'openmpi' library {newer} needs GLIBC_2.25 but the image's C library "
+        f"{IMAGE_LIB}/libc.so.6 provides up to GLIBC_2.17 (use an image with glibc 2.25 or newer, or "
+        "--container-mpi=none to use the image's own MPI)")
+    assert plan_injections(fake_host.site(tmp_path), step(), str(old_image)).mounts

@@ -1,0 +1,64 @@
+"""Symbol versions of an ELF shared object: which versions it needs from other libraries, which it defines.
+
+Enough of ELF64 little-endian (x86-64, aarch64) to read .gnu.version_r and .gnu.version_d; anything else gives
+empty answers, so callers skip the check rather than guess.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+SHT_GNU_VERDEF = 0x6FFFFFFD
+SHT_GNU_VERNEED = 0x6FFFFFFE
+VER_FLG_BASE = 0x1
+
+
+@dataclass
+class Versions:
+    needed: dict[str, set[str]] = field(default_factory=dict)  # file (soname) -> versions needed from it
+    defined: set[str] = field(default_factory=set)
+
+
+def _cstr(data: bytes, offset: int) -> str:
+    end = data.find(b"\0", offset)
+    return data[offset:end if end >= 0 else len(data)].decode(errors="replace")
+
+
+def read(path: str) -> Versions:
+    out = Versions()
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return out
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return out
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if not shoff or shentsize < 64 or shoff + shnum * shentsize > len(data):
+        return out
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    for _name, kind, _flags, _addr, offset, _size, link, info, _align, _entsize in sections:
+        if kind not in (SHT_GNU_VERNEED, SHT_GNU_VERDEF) or link >= shnum:
+            continue
+        strtab = sections[link][4]
+        pos = offset
+        for _ in range(info):
+            if kind == SHT_GNU_VERNEED:
+                _ver, count, file_name, aux, nxt = struct.unpack_from("<HHIII", data, pos)
+                versions = out.needed.setdefault(_cstr(data, strtab + file_name), set())
+                apos = pos + aux
+                for _ in range(count):
+                    _hash, _aflags, _other, name, anext = struct.unpack_from("<IHHII", data, apos)
+                    versions.add(_cstr(data, strtab + name))
+                    apos += anext
+            else:
+                _ver, flags, _ndx, _count, _hash, aux, nxt = struct.unpack_from("<HHHHIII", data, pos)
+                name, = struct.unpack_from("<I", data, pos + aux)
+                if not flags & VER_FLG_BASE:
+                    out.defined.add(_cstr(data, strtab + name))
+            if not nxt:
+                break
+            pos += nxt
+    return out
