@@ -100,14 +100,15 @@ class Flattener:
         self._whiteouts |= whiteouts
         self._opaque |= opaque
 
-    def _hidden(self, path: str) -> bool:
+    def _hidden(self, path: str, number: int) -> bool:
+        """Whether upper layers (numbers below ``number``) deleted, replaced or shadowed ``path``."""
         if path in self._claimed or path in self._whiteouts or "" in self._opaque:
             return True
         for parent in _parents(path):
             if parent in self._opaque or parent in self._whiteouts:
                 return True
             claimed = self._claimed.get(parent)
-            if claimed and claimed[1] != DIR:
+            if claimed and claimed[1] != DIR and claimed[0] < number:
                 return True
         return False
 
@@ -125,12 +126,12 @@ class Flattener:
                 whiteouts.add(f"{parent}/{target}" if parent else target)
             return
         self.report.entries += 1
-        if self._hidden(path):
+        if self._hidden(path, number):
             self.report.hidden += 1
             return
         for ancestor in _parents(path):
             claimed = self._claimed.get(ancestor)
-            if claimed and claimed[1] != DIR:  # only possible within this same layer: uppers were checked above
+            if claimed and claimed[1] != DIR:  # same layer: upper layers' links were handled by _hidden
                 raise UnsafeLayer(f"layer {layer}: entry '{member.name}' lies inside '{ancestor}', which this layer "
                                   "made a link or file (a tar extractor would write through it)",
                                   "the image is refused; rebuild it without such entries")

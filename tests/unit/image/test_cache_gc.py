@@ -1,0 +1,70 @@
+"""Cache listing, LRU garbage collection and the in-use lock that protects images of running jobs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from conftest import SMALL, push
+from hpcctl.errors import HpcctlError
+from hpcctl.image import api, gc
+from hpcctl.image.cache import ImageCache
+from hpcctl.image.errors import NotFound
+from image_layers import e
+
+
+def pull_three(reg, site):
+    images = []
+    for name in ("a", "b", "c"):
+        push(reg, f"test/{name}", "v1", SMALL + [[e(f"{name}.txt", data=name.encode() * 1000)]])
+        images.append(api.ensure(f"{reg.host}/test/{name}:v1", site))
+        time.sleep(0.01)
+    return images
+
+
+def test_gc_removes_least_recently_used_first_and_never_an_image_in_use(fake_registry, site):
+    a, b, c = pull_three(fake_registry, site)
+    cache = ImageCache(site.cache.root)
+    api.ensure(f"{fake_registry.host}/test/a:v1", site)  # a is now the most recently used
+    with api.in_use(b):
+        result = gc.collect(cache, target=0)
+        assert [r["reference"] for r in result.removed] == [c.reference, a.reference]
+        assert result.in_use == [b.reference]
+        assert [entry.meta["reference"] for entry in cache.entries()] == [b.reference]
+    assert os.path.exists(b.path)
+    needed = set(cache.entries()[0].meta["layers"])
+    assert {f"sha256:{p.name}" for p in cache.blob_files()} == needed
+
+
+def test_gc_down_to_a_target_keeps_what_fits(fake_registry, site):
+    a, b, c = pull_three(fake_registry, site)
+    cache = ImageCache(site.cache.root)
+    result = gc.collect(cache, target=cache.disk_usage() - 1, dry_run=True)
+    assert [r["reference"] for r in result.removed] == [a.reference]
+    assert len(cache.entries()) == 3
+
+
+def test_rm_refuses_an_image_in_use(fake_registry, site):
+    image = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    cache = ImageCache(site.cache.root)
+    with api.in_use(image):
+        with pytest.raises(HpcctlError, match="in use"):
+            gc.remove(cache, cache.lookup(image.digest))
+    gc.remove(cache, cache.lookup(image.digest))
+    assert cache.entries() == [] and cache.blob_files() == []
+
+
+def test_marking_an_image_removed_meanwhile_says_pull_again(fake_registry, site):
+    image = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    gc.collect(ImageCache(site.cache.root), target=0)
+    with pytest.raises(NotFound, match="removed from the cache"):
+        api.mark_in_use(image)
+
+
+def test_ls_entries_have_reference_digest_size_and_last_use(fake_registry, site):
+    image = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    (entry,) = ImageCache(site.cache.root).entries()
+    assert (entry.meta["reference"], entry.digest, entry.size) == (image.reference, image.digest, image.size)
+    assert abs(entry.last_used - time.time()) < 60
