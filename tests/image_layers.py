@@ -91,3 +91,17 @@ CRAFTED = {
     "file-capabilities": Crafted([BASE, [e("bin", "dir"), e("bin/ping", data=b"x", xattrs={
         "security.capability": "\x01\x00\x00\x02", "user.note": "kept"})]], present=("bin/ping",)),
 }
+
+
+def push_to_sandbox(registry: str, repo: str, tag: str, layers_bottom_up: list, workdir) -> str:
+    """Push an image made of ``layers_bottom_up`` (lists of entries) with the sandbox's pusher; returns its digest."""
+    from pathlib import Path
+
+    from hpcctl.sandbox.oci_push import Layer, Pusher, image_config
+    layers = []
+    for number, entries in enumerate(layers_bottom_up):
+        blob, digest, diff_id = gz_layer(entries)
+        path = Path(workdir) / f"{repo.replace('/', '_')}-{tag}-{number}.tar.gz"
+        path.write_bytes(blob)
+        layers.append(Layer(path, digest, diff_id, len(blob)))
+    return Pusher(registry).push_image(repo, tag, layers, image_config(["PATH=/bin"], ["/bin/sh"]))
