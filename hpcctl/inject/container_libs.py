@@ -81,29 +81,29 @@ def _scan(rootfs: str) -> list[str]:
     return found
 
 
-def read(rootfs: str, ldconfig: str = "/sbin/ldconfig") -> list[ContainerLib]:
-    """Every shared library in the tree at ``rootfs``, once per listed path."""
-    listed: list[str] = []
-    if os.path.exists(os.path.join(rootfs, "etc/ld.so.cache")):
-        listed += [e.path for e in ldcache.entries_in_root(rootfs, ldconfig) if e.is_64bit]
-    listed += _scan(rootfs)
-    libs: dict[str, ContainerLib] = {}
-    for path in listed:
-        if path in libs:
-            continue
-        real = resolve_in_root(rootfs, path)
-        if not os.path.isfile(os.path.join(rootfs, real.lstrip("/"))):
-            continue
-        version = abi.parse_best(real, path)
-        if version:
-            libs[path] = ContainerLib(path, real, abi.LibVersion(real, version.linker, version.version))
-    return list(libs.values())
+class ImageLibraries:
+    """The image's shared libraries grouped by linker name (libmpi.so); links are resolved only for the names
+    asked about, so a large image costs a directory listing, not a walk over thousands of files."""
 
+    def __init__(self, rootfs: str, ldconfig: str = "/sbin/ldconfig"):
+        self.rootfs = rootfs
+        listed: list[str] = []
+        if os.path.exists(os.path.join(rootfs, "etc/ld.so.cache")):
+            listed += [e.path for e in ldcache.entries_in_root(rootfs, ldconfig) if e.is_64bit]
+        listed += _scan(rootfs)
+        self._paths: dict[str, list[str]] = {}
+        for path in dict.fromkeys(listed):
+            parsed = abi.parse(path)
+            if parsed:
+                self._paths.setdefault(parsed.linker, []).append(path)
 
-def by_linker_name(libs: list[ContainerLib], linker: str) -> list[ContainerLib]:
-    """Distinct files (by resolved path) whose linker name is ``linker``, most version numbers first."""
-    out: dict[str, ContainerLib] = {}
-    for lib in libs:
-        if lib.version.linker == linker and lib.real not in out:
-            out[lib.real] = lib
-    return sorted(out.values(), key=lambda lib: (-len(lib.version.version), lib.real))
+    def named(self, linker: str) -> list[ContainerLib]:
+        """Distinct files (by resolved path) whose linker name is ``linker``, most version numbers first."""
+        found: dict[str, ContainerLib] = {}
+        for path in self._paths.get(linker, ()):
+            real = resolve_in_root(self.rootfs, path)
+            if real in found or not os.path.isfile(os.path.join(self.rootfs, real.lstrip("/"))):
+                continue
+            version = abi.parse_best(real, path)
+            found[real] = ContainerLib(path, real, abi.LibVersion(real, version.linker, version.version))
+        return sorted(found.values(), key=lambda lib: (-len(lib.version.version), lib.real))

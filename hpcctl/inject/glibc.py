@@ -10,7 +10,7 @@ import os
 import re
 
 from hpcctl.host import elf
-from hpcctl.inject.container_libs import ContainerLib
+from hpcctl.inject.container_libs import ImageLibraries
 
 _GLIBC = re.compile(r"^GLIBC_(\d+(?:\.\d+)+)$")
 
@@ -25,11 +25,11 @@ def text(version: tuple[int, ...]) -> str:
     return "GLIBC_" + ".".join(map(str, version))
 
 
-def image_release(rootfs: str, libs: list[ContainerLib]) -> tuple[str, tuple[int, ...]] | None:
+def image_release(libs: ImageLibraries) -> tuple[str, tuple[int, ...]] | None:
     """(path, newest GLIBC version it defines) of the image's libc.so.6; None for an image without glibc."""
-    for lib in libs:
-        if lib.version.linker == "libc.so" and lib.version.major == 6:
-            newest = release(elf.read(os.path.join(rootfs, lib.real.lstrip("/"))).defined)
+    for lib in libs.named("libc.so"):
+        if lib.version.major == 6:
+            newest = release(elf.read(os.path.join(libs.rootfs, lib.real.lstrip("/"))).defined)
             if newest:
                 return lib.real, newest
     return None

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import ldcache
-from hpcctl.inject import abi, container_libs, glibc
-from hpcctl.inject.container_libs import ContainerLib
+from hpcctl.inject import abi, glibc
+from hpcctl.inject.container_libs import ImageLibraries
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
 from hpcctl.runtime.plan import EnvOp, PlanMount
@@ -73,9 +73,9 @@ def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
     return f"{choose}, or --container-mpi={NO_MPI} to use the image's own MPI"
 
 
-def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: list[ContainerLib], out: MpiPlan) -> None:
+def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageLibraries, out: MpiPlan) -> None:
     real, host = host_library(name, site, flavour)
-    candidates = container_libs.by_linker_name(libs, host.linker)
+    candidates = libs.named(host.linker)
     if not candidates:
         target = f"{LIBDIR}/{os.path.basename(name) if name.startswith('/') else name}"
         out.mounts.append(PlanMount(real, target, create="file",
@@ -99,8 +99,8 @@ def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: MpiP
     out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
 
 
-def _check_glibc(rootfs: str, libs: list[ContainerLib], flavour: MpiFlavour, host_files: list[str]) -> None:
-    image = glibc.image_release(rootfs, libs)
+def _check_glibc(libs: ImageLibraries, flavour: MpiFlavour, host_files: list[str]) -> None:
+    image = glibc.image_release(libs)
     if image is None:
         return
     libc, provided = image
@@ -156,12 +156,12 @@ def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> MpiPlan:
     flavour = select(site, step.mpi)
     if flavour is None:
         return out
-    libs = container_libs.read(rootfs)
+    libs = ImageLibraries(rootfs)
     for name in flavour.libraries:
         _bind_library(name, site, flavour, libs, out)
     for name in flavour.dependencies:
         _bind_dependency(name, site, flavour, out)
-    _check_glibc(rootfs, libs, flavour, [m.source for m in out.mounts])
+    _check_glibc(libs, flavour, [m.source for m in out.mounts])
     out.ldconfig = True
     _binds(site, flavour, step, out)
     if flavour.pmix:

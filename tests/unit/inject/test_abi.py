@@ -43,7 +43,7 @@ def test_links_resolve_inside_the_image(tmp_path):
         "/usr/lib/x86_64-linux-gnu/libmpi.so.40.30.2"
     os.symlink("/etc/passwd", root / "usr/lib/escape")
     assert container_libs.resolve_in_root(str(root), "/usr/lib/escape") == "/etc/passwd"
-    libs = container_libs.by_linker_name(container_libs.read(str(root)), "libmpi.so")
+    libs = container_libs.ImageLibraries(str(root)).named("libmpi.so")
     assert [(lib.real, lib.version.version) for lib in libs] == [("/usr/lib/x86_64-linux-gnu/libmpi.so.40.30.2",
                                                                    (40, 30, 2))]
 
