@@ -65,8 +65,22 @@ def _gpu(site: SiteConfig, node: str) -> list[Finding]:
     out.append(Finding("gpu", "driver version", "/proc/driver/nvidia/version or nvidia-smi", version is not None,
                        False, version or "unknown"))
     if gpu.cdi_spec:
-        out.append(_path("gpu", "CDI spec", gpu.cdi_spec, required=False))
+        out.append(_cdi(gpu.cdi_spec))
     return out
+
+
+def _cdi(path: str) -> Finding:
+    from hpcctl.errors import HpcctlError
+    from hpcctl.inject import cdi
+
+    if not os.path.exists(path):
+        return Finding("gpu", "CDI spec", path, False, False, "absent: the driver list is used")
+    try:
+        spec = cdi.load(path)
+    except HpcctlError as exc:
+        return Finding("gpu", "CDI spec", path, False, True, str(exc))
+    names = ", ".join(str(d.get("name")) for d in spec["devices"])
+    return Finding("gpu", "CDI spec", path, True, False, f"{spec['kind']} devices: {names}")
 
 
 def check_node(site: SiteConfig, node: str | None = None) -> list[Finding]:

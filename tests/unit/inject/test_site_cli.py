@@ -75,3 +75,17 @@ def test_explain_reads_a_squashfs_image(fake_host, tmp_path):
     with open("/proc/mounts") as fh:
         mounts = fh.read()
     assert "hpcctl-rootfs-" not in mounts
+
+
+def test_check_reads_the_cdi_spec(fake_host, tmp_path):
+    spec = tmp_path / "nvidia.yaml"
+    spec.write_text("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: '0'\n- name: all\n")
+    site = fake_host.site(tmp_path, f"  cdi_spec: {spec}\n")
+    report = json.loads(hpcctl("site", "check", "--json", site.path).stdout)
+    assert [(f["found"], f["detail"]) for f in report["findings"] if f["what"] == "CDI spec"] == [
+        (True, "nvidia.com/gpu devices: 0, all")]
+    spec.write_text("just: text\n")
+    report = json.loads(hpcctl("site", "check", "--json", site.path).stdout)
+    assert [(f["found"], f["required"], f["detail"]) for f in report["findings"] if f["what"] == "CDI spec"] == [
+        (False, True, f"{spec} is not a CDI spec (no kind or devices) (regenerate it (nvidia-ctk cdi generate) or "
+                      "remove gpu.cdi_spec from the site config)")]
