@@ -1,4 +1,4 @@
-"""Symbol versions of an ELF shared object: which versions it needs from other libraries, which it defines.
+"""An ELF shared object's soname and symbol versions: which versions it needs from other libraries, which it defines.
 
 Enough of ELF64 little-endian (x86-64, aarch64) to read .gnu.version_r and .gnu.version_d; anything else gives
 empty answers, so callers skip the check rather than guess.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+SHT_DYNAMIC = 6
+DT_SONAME = 14
 SHT_GNU_VERDEF = 0x6FFFFFFD
 SHT_GNU_VERNEED = 0x6FFFFFFE
 VER_FLG_BASE = 0x1
@@ -18,6 +20,7 @@ VER_FLG_BASE = 0x1
 class Versions:
     needed: dict[str, set[str]] = field(default_factory=dict)  # file (soname) -> versions needed from it
     defined: set[str] = field(default_factory=set)
+    soname: str = ""
 
 
 def _cstr(data: bytes, offset: int) -> str:
@@ -39,10 +42,16 @@ def read(path: str) -> Versions:
     if not shoff or shentsize < 64 or shoff + shnum * shentsize > len(data):
         return out
     sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    for _name, kind, _flags, _addr, offset, _size, link, info, _align, _entsize in sections:
-        if kind not in (SHT_GNU_VERNEED, SHT_GNU_VERDEF) or link >= shnum:
+    for _name, kind, _flags, _addr, offset, size, link, info, _align, _entsize in sections:
+        if kind not in (SHT_DYNAMIC, SHT_GNU_VERNEED, SHT_GNU_VERDEF) or link >= shnum:
             continue
         strtab = sections[link][4]
+        if kind == SHT_DYNAMIC:
+            for pos in range(offset, min(offset + size, len(data) - 15), 16):
+                tag, value = struct.unpack_from("<qQ", data, pos)
+                if tag == DT_SONAME:
+                    out.soname = _cstr(data, strtab + value)
+            continue
         pos = offset
         for _ in range(info):
             if kind == SHT_GNU_VERNEED:

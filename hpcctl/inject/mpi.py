@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
-from hpcctl.host import ldcache
+from hpcctl.host import elf, ldcache
 from hpcctl.inject import abi, glibc
 from hpcctl.inject.container_libs import ImageLibraries
 from hpcctl.inject.layout import LIBDIR
@@ -67,6 +67,13 @@ def host_library(name: str, site: SiteConfig, flavour: MpiFlavour) -> tuple[str,
     return real, abi.LibVersion(real, version.linker, version.version)
 
 
+def _soname(name: str, real: str) -> str:
+    """The name the loader looks for: the configured soname, or the file's DT_SONAME for an absolute path."""
+    if not name.startswith("/"):
+        return name
+    return elf.read(real).soname or os.path.basename(name)
+
+
 def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
     others = [n for n in site.mpi.flavours if n != flavour.name]
     choose = f", another flavour with --container-mpi={'|'.join(others)}" if others else ""
@@ -77,7 +84,7 @@ def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageL
     real, host = host_library(name, site, flavour)
     candidates = libs.named(host.linker)
     if not candidates:
-        target = f"{LIBDIR}/{os.path.basename(name) if name.startswith('/') else name}"
+        target = f"{LIBDIR}/{_soname(name, real)}"
         out.mounts.append(PlanMount(real, target, create="file",
                                     why=f"MPI '{flavour.name}' library {host.linker} {host.text} "
                                         "(the image has none)"))
@@ -95,7 +102,7 @@ def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageL
 
 def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: MpiPlan) -> None:
     real, _ = host_library(name, site, flavour)
-    target = f"{LIBDIR}/{os.path.basename(name)}"
+    target = f"{LIBDIR}/{_soname(name, real)}"
     out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
 
 

@@ -129,3 +129,10 @@ def test_host_library_needing_a_newer_glibc_is_refused(fake_host, tmp_path):
         f"{IMAGE_LIB}/libc.so.6 provides up to GLIBC_2.17 (use an image with glibc 2.25 or newer, or "
         "--container-mpi=none to use the image's own MPI)")
     assert plan_injections(fake_host.site(tmp_path), step(), str(old_image)).mounts
+
+
+def test_library_given_by_path_lands_under_its_soname(fake_host, tmp_path):
+    newer = fake_host.root / "newer-glibc/libmpi.so.40.30.4"
+    site = fake_host.site(tmp_path, mpi_libraries=f"[{newer}]")
+    got = plan_injections(site, step(), str(image(tmp_path, {})))
+    assert (got.mounts[0].source, got.mounts[0].target) == (str(newer), "/.hpcctl/lib/libmpi.so.40")
