@@ -15,21 +15,20 @@ container's root.
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from hpcctl.image import tarstream as ts
 from hpcctl.image.errors import UnsafeLayer
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-KEEP_XATTR_PREFIX = "SCHILY.xattr.user."
-BLOCK = 512
+KEEP_XATTR_PREFIX = "user."
 
 DIR, REG, LINK, SYMLINK, OTHER, DROPPED = "d", "r", "h", "s", "o", "x"
-_KIND = {tarfile.DIRTYPE: DIR, tarfile.REGTYPE: REG, tarfile.AREGTYPE: REG, tarfile.CONTTYPE: REG,
-         tarfile.GNUTYPE_SPARSE: REG, tarfile.LNKTYPE: LINK, tarfile.SYMTYPE: SYMLINK, tarfile.FIFOTYPE: OTHER,
-         tarfile.CHRTYPE: DROPPED, tarfile.BLKTYPE: DROPPED}
+_KIND = {ts.DIR: DIR, ts.REG: REG, ts.AREG: REG, ts.CONT: REG, ts.LNK: LINK, ts.SYM: SYMLINK, ts.FIFO: OTHER,
+         ts.CHR: DROPPED, ts.BLK: DROPPED}
+_OUT_TYPE = {DIR: ts.DIR, REG: ts.REG, LINK: ts.LNK, SYMLINK: ts.SYM, OTHER: ts.FIFO}
 
 
 @dataclass
@@ -78,6 +77,7 @@ class Flattener:
 
     out: BinaryIO
     report: FlattenReport = field(default_factory=FlattenReport)
+    _writer: ts.TarWriter | None = None
     _claimed: dict = field(default_factory=dict)  # path -> (layer number, kind) of the surviving entry
     _implied: dict = field(default_factory=dict)  # directory path needed by an entry -> layer number
     _whiteouts: set = field(default_factory=set)  # paths deleted by an upper layer
@@ -87,14 +87,16 @@ class Flattener:
 
     def add_layer(self, stream: BinaryIO, name: str) -> None:
         """Read one layer tar (uncompressed stream) and write its surviving entries."""
+        if self._writer is None:
+            self._writer = ts.TarWriter(self.out)
         number = self._layer_no
         self._layer_no += 1
         whiteouts, opaque = set(), set()
         try:
-            archive = tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20)
-            for member in archive:
-                self._entry(archive, member, number, name, whiteouts, opaque)
-        except tarfile.TarError as exc:
+            reader = ts.TarReader(stream)
+            for member in reader:
+                self._entry(reader, member, number, name, whiteouts, opaque)
+        except ts.TarFormatError as exc:
             raise UnsafeLayer(f"layer {name} is not a valid tar archive: {exc}",
                               "the image is refused; rebuild or re-push it") from None
         self._whiteouts |= whiteouts
@@ -112,7 +114,8 @@ class Flattener:
                 return True
         return False
 
-    def _entry(self, archive, member: tarfile.TarInfo, number: int, layer: str, whiteouts: set, opaque: set):
+    def _entry(self, reader: ts.TarReader, member: ts.Member, number: int, layer: str, whiteouts: set,
+               opaque: set):
         path = clean_path(member.name, layer, self.report)
         if not path:
             return
@@ -149,35 +152,33 @@ class Flattener:
             self._claimed[path] = (number, DROPPED)
             return
 
-        out = tarfile.TarInfo(path)
-        out.mode = member.mode & 0o1777
+        mode = member.mode & 0o1777
         if member.mode & 0o6000:
             self.report.setid_cleared += 1
-        out.uid, out.gid = member.uid, member.gid
-        out.uname, out.gname = member.uname, member.gname
-        out.mtime = member.mtime
-        out.type = {DIR: tarfile.DIRTYPE, REG: tarfile.REGTYPE, LINK: tarfile.LNKTYPE, SYMLINK: tarfile.SYMTYPE,
-                    OTHER: member.type}[kind]
-        for key, value in member.pax_headers.items():
+        xattrs = {}
+        for key, value in member.xattrs.items():
             if key.startswith(KEEP_XATTR_PREFIX):
-                out.pax_headers[key] = value
-            elif key.startswith("SCHILY.xattr.") or key.startswith("LIBARCHIVE.xattr."):
+                xattrs[key] = value
+            else:
                 self.report.xattrs_dropped += 1
+        linkname, size = "", 0
         if kind == SYMLINK:
             if not member.linkname or "\0" in member.linkname:
                 raise UnsafeLayer(f"layer {layer}: symlink '{member.name}' has an empty target",
                                   "the image is refused; rebuild it")
-            out.linkname = member.linkname
+            linkname = member.linkname
         elif kind == LINK:
-            target = clean_path(member.linkname, layer, what=f"hardlink '{member.name}' -> target")
-            self._check_link_target(path, target, number, layer, member.name)
-            out.linkname = target
+            linkname = clean_path(member.linkname, layer, what=f"hardlink '{member.name}' -> target")
+            self._check_link_target(path, linkname, number, layer, member.name)
         elif kind == REG:
-            out.size = member.size
+            size = member.size
         self._claimed[path] = (number, kind)
         for ancestor in _parents(path):
             self._implied.setdefault(ancestor, number)
-        self._write(archive, member, out)
+        self._writer.header(path, _OUT_TYPE[kind], mode, member.uid, member.gid, member.uname, member.gname,
+                            member.mtime, size, linkname, xattrs)
+        if size:
+            reader.copy_to(self._writer, size)
         if kind == REG and path in self._pending_links:
             self._pending_links.pop(path)
 
@@ -196,34 +197,11 @@ class Flattener:
             raise UnsafeLayer(f"layer {layer}: hardlink '{raw_name}' points to '{target}', which is not a regular "
                               "file", "the image is refused; rebuild it")
 
-    def _write(self, archive: tarfile.TarFile, member: tarfile.TarInfo, out: tarfile.TarInfo) -> None:
-        self.out.write(out.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"))
-        if out.type == tarfile.REGTYPE and out.size:
-            source = archive.extractfile(member)
-            copied = _copy(source, self.out, out.size)
-            if copied != out.size:
-                raise UnsafeLayer(f"entry '{member.name}' is truncated ({copied} of {out.size} bytes)",
-                                  "the image is refused; re-push it")
-            pad = -out.size % BLOCK
-            if pad:
-                self.out.write(b"\0" * pad)
-
     def finish(self) -> FlattenReport:
         if self._pending_links:
             target, (link, layer) = next(iter(self._pending_links.items()))
             raise UnsafeLayer(f"layer {layer}: hardlink '{link}' points to '{target}', which is not a regular file "
                               "of the image", "the image is refused; rebuild it")
-        self.out.write(b"\0" * (2 * BLOCK))
+        (self._writer or ts.TarWriter(self.out)).end()
         return self.report
-
-
-def _copy(source: BinaryIO, dest: BinaryIO, size: int) -> int:
-    copied = 0
-    while copied < size:
-        chunk = source.read(min(1 << 20, size - copied))
-        if not chunk:
-            break
-        dest.write(chunk)
-        copied += len(chunk)
-    return copied
 

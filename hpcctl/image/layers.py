@@ -65,9 +65,10 @@ class LayerStore:
         return final, final.stat().st_size
 
     @contextlib.contextmanager
-    def open_tar(self, digest: str) -> Iterator[BinaryIO]:
+    def open_tar(self, digest: str, just_verified: bool = False) -> Iterator[BinaryIO]:
         """The uncompressed tar stream of a stored blob (gzip, zstd or plain, told by its first bytes). The blob is
-        hashed as it is read; a mismatch deletes it and raises DigestMismatch once the stream is consumed."""
+        hashed as it is read (unless this process ``just_verified`` it while downloading); a mismatch deletes it and
+        raises DigestMismatch once the stream is consumed."""
         path = self.path(digest)
         hasher = hashlib.sha256()
         with open(path, "rb") as blob:
@@ -80,8 +81,15 @@ class LayerStore:
                 reader.drain()
                 self._check(digest, hasher)
                 return
-            proc = subprocess.Popen(tool, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            feeder = threading.Thread(target=_feed, args=(blob, proc.stdin, hasher), daemon=True)
+            if just_verified:  # the decompressor reads the file itself: no copy through Python
+                with open(path, "rb", buffering=0) as source:
+                    proc = subprocess.Popen(tool, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            bufsize=0)
+                feeder = threading.Thread(target=lambda: None)
+            else:
+                proc = subprocess.Popen(tool, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        bufsize=0)
+                feeder = threading.Thread(target=_feed, args=(blob, proc.stdin, hasher), daemon=True)
             feeder.start()
             ok = False
             try:
@@ -98,7 +106,8 @@ class LayerStore:
                 err = proc.stderr.read().decode(errors="replace").strip()
                 proc.stderr.close()
                 rc = proc.wait()
-            self._check(digest, hasher)
+            if not just_verified:
+                self._check(digest, hasher)
             if rc != 0:
                 raise DigestMismatch(f"layer {digest} does not decompress: {err.splitlines()[-1] if err else rc}",
                                      "the image is refused; re-push it")

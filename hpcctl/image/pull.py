@@ -72,7 +72,7 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
                     for descriptor, future in zip(reversed(layers), futures):
                         _, fetched = future.result()
                         downloaded += fetched
-                        with store.open_tar(descriptor["digest"]) as stream:
+                        with store.open_tar(descriptor["digest"], just_verified=fetched > 0) as stream:
                             flattener.add_layer(stream, descriptor["digest"][7:19])
                     report = flattener.finish()
             finally:

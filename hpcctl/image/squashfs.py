@@ -45,7 +45,7 @@ class SquashfsWriter:
         self.proc = subprocess.Popen(
             [tool, "--quiet", "--force", "--no-skip", *COMPRESSION[compression],
              "--num-jobs", str(jobs or os.cpu_count() or 1), "--defaults", "mode=0755", str(path)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, bufsize=0)
         self.stdin: BinaryIO = self.proc.stdin
 
     def __enter__(self) -> "SquashfsWriter":
