@@ -136,6 +136,9 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
                                {"pulled_by_uid": uid if uid is not None else os.geteuid()})
         elif entry.meta.get("auth_required"):
             registry.head_digest(digest)
+    if target.disk_usage() > site.cache.high_watermark:
+        from hpcctl.image import gc
+        gc.collect(target, site.cache.low_watermark, keep={digest})
     return _hit(target, entry)
 
 

@@ -68,8 +68,9 @@ def _remove_unreferenced_blobs(cache: ImageCache) -> tuple[int, int]:
     return count, freed
 
 
-def collect(cache: ImageCache, target: int, dry_run: bool = False) -> GcResult:
-    """Remove unused blobs, then least recently used images, until the cache holds at most ``target`` bytes."""
+def collect(cache: ImageCache, target: int, dry_run: bool = False, keep: set = frozenset()) -> GcResult:
+    """Remove unused blobs, then least recently used images, until the cache holds at most ``target`` bytes.
+    Images whose digest is in ``keep`` (the one a pull just made) stay."""
     usage = cache.disk_usage()
     result = GcResult(usage_before=usage, usage_after=usage, target=target)
     if not cache.locks.is_dir():
@@ -80,6 +81,8 @@ def collect(cache: ImageCache, target: int, dry_run: bool = False) -> GcResult:
     for entry in sorted(cache.entries(), key=lambda e: e.last_used):
         if usage <= target:
             break
+        if entry.digest in keep:
+            continue
         with _claim(cache, entry) as ours:
             if not ours:
                 result.in_use.append(entry.meta["reference"])

@@ -7,7 +7,6 @@ Needs an ``apptainer`` or ``singularity`` binary (found through spython); the ca
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
 from pathlib import Path

@@ -81,7 +81,7 @@ class FakeRegistry:
                     return self._send(status, headers={"Retry-After": "0"} if status == 429 else {}, head=head)
                 if not self._authorized():
                     host = self.headers["Host"]
-                    challenge = (f'Basic realm="fake"' if registry.auth == "basic" else
+                    challenge = ('Basic realm="fake"' if registry.auth == "basic" else
                                  f'Bearer realm="http://{host}/token",service="fake"')
                     return self._send(401, headers={"WWW-Authenticate": challenge}, head=head)
                 parts = self.path.split("/")

@@ -68,3 +68,12 @@ def test_ls_entries_have_reference_digest_size_and_last_use(fake_registry, site)
     (entry,) = ImageCache(site.cache.root).entries()
     assert (entry.meta["reference"], entry.digest, entry.size) == (image.reference, image.digest, image.size)
     assert abs(entry.last_used - time.time()) < 60
+
+
+def test_a_pull_past_the_high_watermark_collects_down_to_the_low_one(fake_registry, site):
+    import dataclasses
+    a, b, c = pull_three(fake_registry, site)
+    small = dataclasses.replace(site, cache=dataclasses.replace(site.cache, high_watermark=1, low_watermark=0))
+    fresh = api.ensure(f"{fake_registry.host}/test/small:v1", small)
+    assert [e.meta["reference"] for e in ImageCache(site.cache.root).entries()] == [fresh.reference]
+    assert os.path.exists(fresh.path)

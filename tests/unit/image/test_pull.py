@@ -39,7 +39,7 @@ def test_warm_hit_costs_one_manifest_request_and_a_pinned_reference_none(fake_re
     api.ensure(ref(fake_registry), site)
     fake_registry.log.clear()
     api.ensure(ref(fake_registry), site)
-    assert fake_registry.log == [("HEAD", f"/v2/test/small/manifests/v1")]
+    assert fake_registry.log == [("HEAD", "/v2/test/small/manifests/v1")]
     fake_registry.log.clear()
     pinned = api.resolve(ref(fake_registry), site).pinned
     fake_registry.log.clear()
@@ -176,3 +176,19 @@ def test_crafted_image_is_refused_end_to_end(fake_registry, site):
     with pytest.raises(Exception, match="made a link"):
         api.ensure(ref(fake_registry, "test/evil"), site)
     assert ImageCache(site.cache.root).entries() == []
+
+
+def test_mirrors_are_tried_first_and_a_dead_mirror_falls_back_to_the_registry(fake_registry, site):
+    import dataclasses
+    from fake_registry import FakeRegistry
+    mirror = FakeRegistry().start()
+    try:
+        push(mirror, "library/tool", "v1", SMALL)
+        mirrored = dataclasses.replace(site, registries=dataclasses.replace(
+            site.registries, insecure=(fake_registry.host, mirror.host, "127.0.0.1:1"),
+            mirrors={"docker.io": [mirror.host], fake_registry.host: ["127.0.0.1:1"]}, retries=0))
+        image = api.ensure("tool:v1", mirrored)
+        assert image.reference == "docker.io/library/tool:v1" and mirror.count("blobs") == 3
+        assert api.ensure(ref(fake_registry), mirrored).digest == fake_registry.small_digest
+    finally:
+        mirror.stop()
