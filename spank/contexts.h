@@ -17,7 +17,7 @@ int ctx_remote_task_init(spank_t sp);
 int ctx_remote_exit(spank_t sp);
 
 /* slurmd / job script: remove the job's named containers after it ends */
-int ctx_slurmd_job_epilog(spank_t sp, const struct helper_config *cfg);
+int ctx_slurmd_job_epilog(spank_t sp, int ac, char **av);
 
 /* Name of the variable that carries the digest pinned at submit time: "<reference> <reference@digest>". */
 #define PINNED_ENV "HPCCTL_CONTAINER_PINNED"

@@ -1,8 +1,9 @@
 /*
- * remote context (slurmstepd). user_init: the Python core turns options + job facts into a MountPlan, and a
- * holder process builds the container once per step and node. task_init_privileged: each task joins the holder's
- * mount namespace and sets no_new_privs. task_init (as the user): environment, working directory, entrypoint.
- * Errors are kept until task_init, where they reach the task's stderr (the job's error file) as one line.
+ * remote context (slurmstepd). user_init: fork a holder that asks the Python core for the MountPlan and builds the
+ * container once per step and node, while slurmstepd goes on to launch the tasks. task_init_privileged: each task
+ * waits for the holder, joins its mount namespace and sets no_new_privs. task_init (as the user): environment,
+ * working directory, remap-root, entrypoint. Errors reach the task's stderr (terminal or job error file) as one
+ * line in task_init, and the task exits 1.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,14 +30,25 @@
 #define SLURM_EXTERN_STEP 0xfffffffc
 #define SLURM_INTERACTIVE 0xfffffffa
 
+/* Written by the holder, read by every task of the step on this node (mapped before the tasks fork). */
+struct shared {
+    volatile int state; /* 0: still working, 1: container ready, 2: failed */
+    int holder;
+    int cwd_missing;
+    char error[1024];
+    char reply[]; /* the core's JSON reply */
+};
+#define SHARED_SIZE (8u << 20)
+
 static struct {
-    int enabled, have_plan, cwd_missing, remap_root;
+    int enabled, have_plan, remap_root;
     char error[1024];
     struct plan plan;
-    pid_t holder;
-    int keep_fd; /* the holder lives until this, our end of its pipe, closes */
+    struct shared *shared;
+    int ready_fd; /* EOF once the holder finished (or died) */
+    int keep_fd;  /* the holder lives until this, our end of its pipe, closes */
     const char *fallback_dir;
-} st = {.keep_fd = -1};
+} st = {.ready_fd = -1, .keep_fd = -1};
 
 int ctx_remote_post_opt(spank_t sp)
 {
@@ -62,6 +76,9 @@ static json_t *job_facts(spank_t sp)
     spank_get_item(sp, S_JOB_ARGV, &argc, &argv);
     spank_get_item(sp, S_JOB_ENV, &env);
     gethostname(host, sizeof(host) - 1);
+    char cwd[4096] = "";
+    if (!getcwd(cwd, sizeof(cwd)))
+        cwd[0] = '\0';
     json_t *groups = json_array(), *args = json_array(), *environ_ = json_object();
     for (int i = 0; i < ngids; i++)
         json_array_append_new(groups, json_integer(gids[i]));
@@ -79,19 +96,83 @@ static json_t *job_facts(spank_t sp)
             free(name);
         }
     }
-    return json_pack("{s:I, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:o, s:o, s:s}", "uid", (json_int_t)uid, "gid",
+    return json_pack("{s:I, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:o, s:o, s:s, s:s}", "uid", (json_int_t)uid, "gid",
                      (json_int_t)gid, "groups", groups, "jobid", (json_int_t)jobid, "stepid", (json_int_t)stepid,
                      "batch", stepid == SLURM_BATCH_SCRIPT, "nodeid", (json_int_t)nodeid, "local_tasks",
-                     (json_int_t)ntasks, "argv", args, "env", environ_, "host", host);
+                     (json_int_t)ntasks, "argv", args, "env", environ_, "host", host, "cwd", cwd);
 }
 
-/* Fork a holder (detached: a grandchild of slurmstepd) that enters the plan and waits; returns its pid. */
-static pid_t start_holder(char *err, size_t errlen)
+/*
+ * The holder: a grandchild of slurmstepd (so slurmstepd never reaps it), root again, that asks the core for the
+ * plan, builds the container and keeps its mount namespace alive for the tasks. It runs while slurmstepd sends the
+ * launch reply, so a cold image pull does not time srun out.
+ */
+static void holder_main(const struct helper_config *cfg, json_t *input, int ready, int keep)
+{
+    struct shared *sh = st.shared;
+    json_t *out = NULL;
+    struct plan plan;
+    int null = open("/dev/null", O_RDWR), r = fcntl(ready, F_DUPFD_CLOEXEC, 100), k = fcntl(keep, F_DUPFD_CLOEXEC, 100);
+    /* keep only our two pipe ends: an inherited stdio or socket fd would hold the step open */
+    if (null < 0 || r < 0 || k < 0 || dup2(r, 3) < 0 || dup2(k, 4) < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+        dup2(null, 2) < 0)
+        _exit(1);
+    closefrom(5);
+    setsid();
+    signal(SIGPIPE, SIG_IGN);
+    if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) {
+        snprintf(sh->error, sizeof(sh->error), "cannot regain root to build the container: %s", strerror(errno));
+        sh->state = 2;
+        _exit(1);
+    }
+    if (helper_run(cfg, "hpcctl.plugin.step", input, 0, 900, &out, sh->error, sizeof(sh->error))) {
+        sh->state = 2;
+        _exit(1);
+    }
+    char *text = json_dumps(out, JSON_COMPACT);
+    if (!text || strlen(text) >= SHARED_SIZE - sizeof(*sh)) {
+        snprintf(sh->error, sizeof(sh->error), "the mount plan is too large");
+        sh->state = 2;
+        _exit(1);
+    }
+    memcpy(sh->reply, text, strlen(text) + 1);
+    const char *hold = json_string_value(json_object_get(out, "hold"));
+    int use = hold ? open(hold, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
+    if (use >= 0)
+        flock(use, LOCK_SH);
+    if (plan_from_json(out, &plan, sh->error, sizeof(sh->error)) ||
+        plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error))) {
+        sh->state = 2;
+        _exit(1);
+    }
+    sh->holder = (int)getpid();
+    sh->state = 1;
+    close(3);
+    char c;
+    while (read(4, &c, 1) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+}
+
+int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg)
 {
     int ready[2], keep[2];
+    if (!st.enabled)
+        return 0;
+    st.shared = mmap(NULL, SHARED_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (st.shared == MAP_FAILED) {
+        st.shared = NULL;
+        snprintf(st.error, sizeof(st.error), "cannot map memory for the container setup: %s", strerror(errno));
+        return 0;
+    }
+    json_t *input = json_pack("{s:o, s:o}", "options", opts_to_json(), "job", job_facts(sp));
+    char pin[4096];
+    if (spank_getenv(sp, PINNED_ENV, pin, sizeof(pin)) == ESPANK_SUCCESS)
+        json_object_set_new(input, "pinned", json_string(pin));
     if (pipe2(ready, O_CLOEXEC) || pipe2(keep, O_CLOEXEC)) {
-        snprintf(err, errlen, "cannot create pipes: %s", strerror(errno));
-        return -1;
+        snprintf(st.error, sizeof(st.error), "cannot create pipes: %s", strerror(errno));
+        json_decref(input);
+        return 0;
     }
     pid_t pid = fork();
     if (pid == 0) {
@@ -99,80 +180,45 @@ static pid_t start_holder(char *err, size_t errlen)
         close(keep[1]);
         if (fork() != 0)
             _exit(0);
-        /* keep only our two pipe ends: an inherited stdio or socket fd would hold the step open */
-        int null = open("/dev/null", O_RDWR), r = fcntl(ready[1], F_DUPFD_CLOEXEC, 100),
-            k = fcntl(keep[0], F_DUPFD_CLOEXEC, 100);
-        if (null < 0 || r < 0 || k < 0 || dup2(r, 3) < 0 || dup2(k, 4) < 0 || dup2(null, 0) < 0 ||
-            dup2(null, 1) < 0 || dup2(null, 2) < 0)
-            _exit(1);
-        ready[1] = 3;
-        keep[0] = 4;
-        closefrom(5);
-        char msg[1100];
-        int cwd_missing = 0;
-        if (setresgid(0, 0, 0) || setresuid(0, 0, 0)) {
-            dprintf(ready[1], "Ecannot regain root to build the container: %s", strerror(errno));
-            _exit(1);
-        }
-        setsid();
-        signal(SIGPIPE, SIG_IGN);
-        if (plan_enter(&st.plan, &cwd_missing, msg, sizeof(msg))) {
-            dprintf(ready[1], "E%s", msg);
-            _exit(1);
-        }
-        dprintf(ready[1], "%c%d", cwd_missing ? 'M' : 'K', (int)getpid());
-        close(ready[1]);
-        char c;
-        while (read(keep[0], &c, 1) < 0 && errno == EINTR)
-            ;
-        _exit(0);
+        holder_main(cfg, input, ready[1], keep[0]);
     }
+    json_decref(input);
     close(ready[1]);
     close(keep[0]);
     if (pid < 0) {
-        snprintf(err, errlen, "cannot fork: %s", strerror(errno));
+        snprintf(st.error, sizeof(st.error), "cannot fork: %s", strerror(errno));
         close(ready[0]);
         close(keep[1]);
-        return -1;
+        return 0;
     }
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    char msg[1200] = "";
-    ssize_t n, len = 0;
-    while ((n = read(ready[0], msg + len, sizeof(msg) - 1 - (size_t)len)) > 0 ||
-           (n < 0 && errno == EINTR))
-        len += n > 0 ? n : 0;
-    close(ready[0]);
-    msg[len] = '\0';
-    if (msg[0] != 'K' && msg[0] != 'M') {
-        snprintf(err, errlen, "%.1000s", msg[0] == 'E' ? msg + 1 : "the container setup process died");
-        close(keep[1]);
-        return -1;
-    }
-    st.cwd_missing = msg[0] == 'M';
+    st.ready_fd = ready[0];
     st.keep_fd = keep[1];
-    return (pid_t)atoi(msg + 1);
+    return 0;
 }
 
-int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg)
+/* Wait for the holder, then take the plan it used: the environment and working directory are applied per task. */
+static int await_container(void)
 {
-    json_t *out = NULL;
-    if (!st.enabled)
-        return 0;
-    json_t *input = json_pack("{s:o, s:o}", "options", opts_to_json(), "job", job_facts(sp));
-    char pin[4096];
-    if (spank_getenv(sp, PINNED_ENV, pin, sizeof(pin)) == ESPANK_SUCCESS)
-        json_object_set_new(input, "pinned", json_string(pin));
-    int rc = helper_run(cfg, "hpcctl.plugin.step", input, 1, 900, &out, st.error, sizeof(st.error));
-    json_decref(input);
-    if (rc)
-        return 0;
-    if (plan_from_json(out, &st.plan, st.error, sizeof(st.error)))
-        return 0;
+    char c;
+    while (read(st.ready_fd, &c, 1) < 0 && errno == EINTR)
+        ;
+    if (st.shared->state != 1) {
+        snprintf(st.error, sizeof(st.error), "%s",
+                 st.shared->state == 2 ? st.shared->error : "the container setup process died");
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *reply = json_loads(st.shared->reply, 0, &jerr);
+    if (!reply || plan_from_json(reply, &st.plan, st.error, sizeof(st.error))) {
+        if (!st.error[0])
+            snprintf(st.error, sizeof(st.error), "cannot read the mount plan: %s", jerr.text);
+        return -1;
+    }
     st.have_plan = 1;
-    st.remap_root = json_is_true(json_object_get(out, "remap_root"));
-    st.fallback_dir = json_string_value(json_object_get(out, "fallback_dir"));
-    st.holder = start_holder(st.error, sizeof(st.error));
+    st.remap_root = json_is_true(json_object_get(reply, "remap_root"));
+    st.fallback_dir = json_string_value(json_object_get(reply, "fallback_dir"));
     return 0;
 }
 
@@ -180,9 +226,9 @@ int ctx_remote_task_privileged(spank_t sp)
 {
     char path[64];
     (void)sp;
-    if (!st.enabled || st.error[0])
+    if (!st.enabled || st.error[0] || await_container())
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)st.holder);
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", st.shared->holder);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || setns(fd, CLONE_NEWNS)) {
         snprintf(st.error, sizeof(st.error), "cannot enter the container: %s", strerror(errno));
@@ -267,7 +313,7 @@ int ctx_remote_task_init(spank_t sp)
         for (size_t i = 0; st.plan.notes[i]; i++)
             fprintf(stderr, "hpcctl: %s\n", st.plan.notes[i]);
     const char *dir = st.plan.workdir[0] ? st.plan.workdir : NULL;
-    if (!dir && st.cwd_missing) {
+    if (!dir && st.shared->cwd_missing) {
         dir = st.fallback_dir ? st.fallback_dir : "/";
         if (rank == 0)
             fprintf(stderr, "hpcctl: the working directory %s does not exist in the container; running in %s "
@@ -294,7 +340,9 @@ int ctx_remote_exit(spank_t sp)
     (void)sp;
     if (st.keep_fd >= 0)
         close(st.keep_fd);
-    st.keep_fd = -1;
+    if (st.ready_fd >= 0)
+        close(st.ready_fd);
+    st.keep_fd = st.ready_fd = -1;
     if (st.have_plan)
         plan_free(&st.plan);
     st.have_plan = 0;

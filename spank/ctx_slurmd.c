@@ -4,11 +4,17 @@
 
 #include "contexts.h"
 
-int ctx_slurmd_job_epilog(spank_t sp, const struct helper_config *cfg)
+int ctx_slurmd_job_epilog(spank_t sp, int ac, char **av)
 {
     uint32_t jobid = 0, uid = 0;
     char err[1024];
     json_t *out = NULL;
+    struct helper_config config;
+    if (helper_config_parse(&config, ac, av, err, sizeof(err))) {
+        slurm_error("hpcctl: %s", err);
+        return 0;
+    }
+    const struct helper_config *cfg = &config;
     if (spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS)
         return 0;
     spank_get_item(sp, S_JOB_UID, &uid);

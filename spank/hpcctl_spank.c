@@ -72,7 +72,5 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
 
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
-    (void)ac;
-    (void)av;
-    return ctx_slurmd_job_epilog(sp, &config);
+    return ctx_slurmd_job_epilog(sp, ac, av);
 }

@@ -31,4 +31,4 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
                               "pass a squashfs file that exists on the compute nodes and that you can read")
         return Image(path=reference, reference=reference)
     cached = _api().ensure(reference, site, uid=who.uid, gid=who.gid)
-    return Image(path=str(cached.path), reference=cached.reference, config=dict(cached.config or {}))
+    return Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path)

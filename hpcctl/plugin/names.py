@@ -39,14 +39,16 @@ def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: st
         return Named(directory, None)
     with open(meta) as fh:
         data = json.load(fh)
-    return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {}))
+    return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {},
+                                  hold=data.get("hold")))
 
 
 def remember(named: Named, image: Image) -> None:
     os.makedirs(named.directory, mode=0o700, exist_ok=True)
     tmp = os.path.join(named.directory, ".image.json.tmp")
     with open(tmp, "w") as fh:
-        json.dump({"path": image.path, "reference": image.reference, "config": dict(image.config)}, fh)
+        json.dump({"path": image.path, "reference": image.reference, "config": dict(image.config),
+                   "hold": image.hold}, fh)
     os.replace(tmp, os.path.join(named.directory, "image.json"))
 
 

@@ -20,7 +20,7 @@ _FALSE = {"0", "false", "no", "off", "n"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # [USER@][REGISTRY#]IMAGE[:TAG][@sha256:HEX], after docker:// is stripped
-_REFERENCE = re.compile(r"(?:[^@/#\s]+@)?(?:[A-Za-z0-9.-]+(?::\d+)?#)?[a-z0-9]+(?:[._/-]+[a-z0-9]+)*"
+_REFERENCE = re.compile(r"(?:[^@/#\s]+@)?(?:[A-Za-z0-9.-]+(?::\d+)?[#/])?[a-z0-9]+(?:[._/-]+[a-z0-9]+)*"
                         r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 
 

@@ -1,7 +1,8 @@
 """remote context (slurmstepd, once per step and node, as root): options + job facts -> MountPlan.
 
-Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, batch, argv, env, host}, "pinned": "REF PIN"}
-Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir"}
+Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, nodeid, batch, argv, env, host, cwd},
+          "pinned": "REF PIN"}
+Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir", "hold"}
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import images, names, options
+from hpcctl.plugin import hostlist, images, names, options
 from hpcctl.plugin.access import Identity
 from hpcctl.plugin.protocol import serve
 from hpcctl.runtime.build import StepFacts, build_plan
@@ -26,11 +27,11 @@ def handle(request: dict, site_path: str) -> dict:
     site = load_site(site_path)
     job = request["job"]
     env = job.get("env") or {}
-    cwd = env.get("PWD") or env.get("SLURM_SUBMIT_DIR") or "/"
+    cwd = job.get("cwd") or env.get("PWD") or "/"  # slurmstepd runs in the job's working directory
     raw = request.get("options") or {}
     opts = options.parse(raw, cwd)
     who = Identity(int(job["uid"]), int(job["gid"]), tuple(int(g) for g in job.get("groups") or ()))
-    node = env.get("SLURMD_NODENAME") or f"{job.get('host', 'node')}-{job.get('nodeid', 0)}"
+    node = hostlist.this_node(env, int(job.get("nodeid", 0)), job.get("host", "node"))
     reference = pinned_for(request.get("pinned"), raw.get("image")) or opts.image
 
     named = names.find(site, job["jobid"], node, who.uid, opts.name, opts.name_mode) if opts.name else None
@@ -51,8 +52,11 @@ def handle(request: dict, site_path: str) -> dict:
     step = StepFacts(who=who, cwd=cwd, node=node, env=env, batch_script=job["argv"][0] if batch else None,
                      job_id=str(job["jobid"]), step_id=str(job["stepid"]))
     plan = build_plan(site, image, opts, step, upper=named.upper if named else "")
+    if env.get("HPCCTL_VERBOSE") != "1":
+        plan.notes = []  # what was injected and why: shown on request, not in every job's error file
     return {"plan": plan.to_dict(), "uid": who.uid, "gid": who.gid, "groups": list(who.groups), "cwd": cwd,
-            "remap_root": opts.remap_root, "fallback_dir": (image.config or {}).get("WorkingDir") or "/"}
+            "remap_root": opts.remap_root, "fallback_dir": (image.config or {}).get("WorkingDir") or "/",
+            "hold": image.hold}
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class Image:
     path: str  # squashfs file (or root directory)
     reference: str  # what the user asked for, pinned when known
     config: Mapping = field(default_factory=dict)  # OCI config: Env, Entrypoint, Cmd, WorkingDir, User
+    hold: str | None = None  # file to keep a shared flock on while the step runs, so cache gc leaves the image
 
 
 @dataclass(frozen=True)
