@@ -76,7 +76,11 @@ static void child(const struct helper_config *cfg, const char *module, int in, i
 {
     if (as_root && (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL)))
         _exit(126);
-    if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
+    /* slurmd may run with 0-2 closed, so the pipes can be those very fds: move them out of the way first */
+    in = fcntl(in, F_DUPFD_CLOEXEC, 10);
+    out = fcntl(out, F_DUPFD_CLOEXEC, 10);
+    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 10);
+    if (in < 0 || out < 0 || errfd < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
         _exit(126);
     closefrom(3);
     char *argv[] = {(char *)cfg->python, "-I", "-m", (char *)module, "--site", (char *)cfg->site, NULL};
