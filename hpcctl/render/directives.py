@@ -32,11 +32,22 @@ def sbatch_escape(value: str) -> str:
     return value.replace("#", "\\#")
 
 
+def plugin_image(image: str) -> str:
+    """The pyxis/enroot form REGISTRY#IMAGE for a Docker-style reference with an explicit registry
+    (127.0.0.1:5000/hpcctl/busybox -> 127.0.0.1:5000#hpcctl/busybox); other forms as written."""
+    head, slash, rest = image.partition("/")
+    explicit_registry = slash and ("." in head or ":" in head or head == "localhost")
+    if "#" in image or "://" in image or image.startswith((".", "/")) or not explicit_registry:
+        return image
+    user, at, host = head.rpartition("@")
+    return f"{user}{at}{host}#{rest}"
+
+
 def container_options(job: JobSpec) -> list[str]:
     if not job.image:
         return []
     c = job.container
-    opts = [f"--container-image={job.image}"]
+    opts = [f"--container-image={plugin_image(job.image)}"]
     if c.mounts:
         opts.append("--container-mounts=" + ",".join(m.option() for m in c.mounts))
     if c.workdir:

@@ -54,16 +54,21 @@ def sbatch_environment(keep: bool) -> tuple[dict, dict]:
     return {k: v for k, v in os.environ.items() if k not in inherited}, inherited
 
 
-def image_digest(ref: str | None, site: SiteConfig) -> str | None:
-    """The image's digest from hpcctl.image where that module exists; the reference alone otherwise."""
-    if not ref:
-        return None
-    try:
-        from hpcctl.image.api import resolve
-    except ImportError:
-        return None
-    resolved = resolve(ref, site)
-    return getattr(resolved, "digest", None) or (resolved if isinstance(resolved, str) else None)
+def image_digests(jobs: JobFile, site: SiteConfig) -> dict[str, str | None]:
+    """Each image's digest, resolved once before anything is queued: a missing image or refused credentials stop
+    the submission; an unreachable registry only leaves the digest out of the run bundle."""
+    from hpcctl.image.api import resolve
+    from hpcctl.image.errors import RegistryError, RegistryUnreachable
+
+    digests: dict[str, str | None] = {}
+    for image in sorted({j.image for j in jobs.jobs if j.image}):
+        try:
+            digests[image] = resolve(image, site).digest or None
+        except (RegistryUnreachable, RegistryError) as exc:
+            print(f"hpcctl: warning: no digest for {image} ({exc}); the run bundle records the reference only",
+                  file=sys.stderr)
+            digests[image] = None
+    return digests
 
 
 def dependency_args(job: JobSpec, ids: dict[str, str]) -> tuple[list[str], dict]:
@@ -98,6 +103,7 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
     check_job_file(jobs, site)
     scripts = {job.name: render_job(job, site) for job in jobs.jobs}
     env, ignored = sbatch_environment(keep_sbatch_env)
+    digests = image_digests(jobs, site) if not test_only else {}
     cwd = os.getcwd()
     ids: dict[str, str] = {}
     done: list[Submitted] = []
@@ -109,7 +115,7 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
         record = bundles.RunRecord(
             job_name=job.name, spec_file=os.path.abspath(jobs.path), site=site.path, cluster=site.cluster,
             hpcctl_version=__version__, workdir=cwd, output=job.output_pattern, image=job.image,
-            image_digest=image_digest(job.image, site), dependencies=resolved, ignored_env=ignored)
+            image_digest=digests.get(job.image or ""), dependencies=resolved, ignored_env=ignored)
         bundle = bundles.create(job.name, jobs.text, site.raw, scripts[job.name], record)
         try:
             sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd)

@@ -19,6 +19,17 @@ def hpcctl(sandbox, work: Path, *args: str, env: dict | None = None, check: bool
                        env={"XDG_DATA_HOME": str(work / "data"), **(env or {})})
 
 
+@pytest.fixture
+def work(sandbox):
+    """A fresh directory owned by hpcuser; every job submitted from it is cancelled at the end if still there."""
+    path = sandbox.workdir()
+    yield path
+    runs = path / "data" / "hpcctl" / "runs"
+    ids = [json.loads((b / "run.json").read_text())["job_id"] for b in runs.iterdir()] if runs.is_dir() else []
+    if ids:
+        sandbox.run(["scancel", *ids], check=False)
+
+
 def spec(work: Path, name: str, text: str) -> str:
     (work / name).write_text(text)
     return name
@@ -32,17 +43,20 @@ def bundle_record(work: Path, job_id: str) -> tuple[Path, dict]:
     raise AssertionError(f"no run bundle for job {job_id}")
 
 
-def test_hello_example_waits_and_prints_its_output(sandbox):
-    work = sandbox.workdir()
+def test_hello_example_waits_and_prints_its_output(sandbox, work):
     result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "hello.yaml"), "--wait")
     job_id = re.match(r"Submitted job (\d+) \(hello\); run bundle (\S+)\n", result.stdout).group(1)
     assert f"==> {job_id} hello COMPLETED exit 0:0 ({work}/hello-{job_id}.out) <==\n" in result.stdout
-    assert re.search(rf"^hello from n[12] in job {job_id}$", result.stdout, re.MULTILINE)
+    assert re.search(rf'^hello from job {job_id} on n[12] in NAME="hpcctl busybox test image"$', result.stdout,
+                     re.MULTILINE), result.stdout
 
     bundle, record = bundle_record(work, job_id)
     assert sorted(p.name for p in bundle.iterdir()) == ["job.sh", "run.json", "site.yaml", "spec.yaml"]
     assert record["argv"] == ["sbatch", "--parsable", str(bundle / "job.sh")]
     assert record["cluster"] == "sandbox" and record["workdir"] == str(work) and record["hpcctl_version"]
+    assert record["image"] == "127.0.0.1:5000/hpcctl/busybox:latest"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", record["image_digest"])
+    assert "#SBATCH --container-image=127.0.0.1:5000\\#hpcctl/busybox:latest\n" in (bundle / "job.sh").read_text()
     assert (bundle / "spec.yaml").read_text() == (REPO / "examples" / "hello.yaml").read_text()
 
     status = json.loads(hpcctl(sandbox, work, "status", str(bundle), "--json").stdout)
@@ -52,14 +66,27 @@ def test_hello_example_waits_and_prints_its_output(sandbox):
     assert listing[0]["job_id"] == job_id and listing[0]["state"] == "COMPLETED"
 
 
-def test_gpu_job_sees_the_gpu_slurm_gave_it(sandbox):
-    work = sandbox.workdir()
+def test_gpu_job_sees_the_gpu_slurm_gave_it(sandbox, work):
     result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "gpu.yaml"), "--wait")
     assert re.search(r"^CUDA_VISIBLE_DEVICES=[01] on n[12]$", result.stdout, re.MULTILINE), result.stdout
 
 
-def test_array_runs_every_task_with_its_own_output(sandbox):
-    work = sandbox.workdir()
+def test_two_node_mpi_job_in_a_container(sandbox, work):
+    result = hpcctl(sandbox, work, "submit", "--wait", str(REPO / "examples" / "mpi.yaml"))
+    ranks = sorted(re.findall(r"^rank (\d) of 4 on (n[12])$", result.stdout, re.MULTILINE))
+    assert ranks == [("0", "n1"), ("1", "n1"), ("2", "n2"), ("3", "n2")], result.stdout
+
+
+def test_missing_image_stops_the_submission(sandbox, work):
+    name = spec(work, "t.yaml", f"name: t\nimage: {sandbox.registry}/hpcctl/busybox:no-such-tag\ncommand: 'true'\n")
+    result = hpcctl(sandbox, work, "submit", name, check=False)
+    assert result.returncode == 1
+    assert result.stderr == (f"hpcctl: error: hpcctl/busybox:no-such-tag not found in registry {sandbox.registry} "
+                             "(check the image name and tag (or digest))\n")
+    assert not (work / "data").exists()
+
+
+def test_array_runs_every_task_with_its_own_output(sandbox, work):
     result = hpcctl(sandbox, work, "submit", "--wait", str(REPO / "examples" / "array.yaml"))
     job_id = re.match(r"Submitted job (\d+) \(sweep\)", result.stdout).group(1)
     for task in range(4):
@@ -72,8 +99,7 @@ def test_array_runs_every_task_with_its_own_output(sandbox):
     assert task_log.endswith(f"task 2 of array {job_id}, learning rate 0.02\n")
 
 
-def test_pipeline_runs_in_dependency_order(sandbox):
-    work = sandbox.workdir()
+def test_pipeline_runs_in_dependency_order(sandbox, work):
     result = hpcctl(sandbox, work, "submit", "--json", str(REPO / "examples" / "pipeline.yaml"))
     jobs = {j["name"]: j for j in json.loads(result.stdout)}
     assert list(jobs) == ["prepare", "train", "report"]
@@ -88,22 +114,17 @@ def test_pipeline_runs_in_dependency_order(sandbox):
     assert record["dependencies"] == {"afterok": [ids[0]]}
 
 
-def test_failed_dependency_stops_the_rest_of_the_pipeline(sandbox):
-    work = sandbox.workdir()
+def test_failed_dependency_stops_the_rest_of_the_pipeline(sandbox, work):
     name = spec(work, "p.yaml", "- {name: step1, command: 'exit 3'}\n"
                                 "- {name: step2, command: 'echo never', dependencies: {afterok: [step1]}}\n")
     result = hpcctl(sandbox, work, "submit", "--wait", "--timeout", "120", name, check=False)
     ids = re.findall(r"Submitted job (\d+)", result.stdout)
-    try:
-        assert result.returncode == 1
-        assert f"hpcctl: job {ids[0]} (step1) ended FAILED (NonZeroExitCode), exit 3:0" in result.stderr
-        assert f"hpcctl: job {ids[1]} (step2) ended PENDING (DependencyNeverSatisfied)" in result.stderr
-    finally:
-        hpcctl(sandbox, work, "cancel", ids[1], check=False)
+    assert result.returncode == 1
+    assert f"hpcctl: job {ids[0]} (step1) ended FAILED (NonZeroExitCode), exit 3:0" in result.stderr
+    assert f"hpcctl: job {ids[1]} (step2) ended PENDING (DependencyNeverSatisfied)" in result.stderr
 
 
-def test_inherited_sbatch_variables_are_reported_and_left_out(sandbox):
-    work = sandbox.workdir()
+def test_inherited_sbatch_variables_are_reported_and_left_out(sandbox, work):
     name = spec(work, "t.yaml", "name: envcheck\ncommand: echo partition=$SLURM_JOB_PARTITION\n")
     env = {"SBATCH_PARTITION": "nonexistent"}
     result = hpcctl(sandbox, work, "submit", "--wait", name, env=env)
@@ -117,8 +138,7 @@ def test_inherited_sbatch_variables_are_reported_and_left_out(sandbox):
         in kept.stderr
 
 
-def test_test_only_and_dry_run_queue_nothing(sandbox):
-    work = sandbox.workdir()
+def test_test_only_and_dry_run_queue_nothing(sandbox, work):
     name = spec(work, "t.yaml", "name: probe\ncommand: 'true'\nresources: {nodes: 2}\n")
     test_only = hpcctl(sandbox, work, "submit", "--test-only", name)
     assert re.match(r"probe: sbatch: Job \d+ to start at \S+ using 2 processors on nodes n\[1-2\] in partition "
@@ -128,8 +148,7 @@ def test_test_only_and_dry_run_queue_nothing(sandbox):
     assert not (work / "data").exists()
 
 
-def test_limits_are_checked_before_slurm_sees_the_job(sandbox):
-    work = sandbox.workdir()
+def test_limits_are_checked_before_slurm_sees_the_job(sandbox, work):
     name = spec(work, "big.yaml", "name: big\ncommand: 'true'\nresources: {nodes: 4, time: '03:00:00'}\n")
     result = hpcctl(sandbox, work, "submit", name, check=False)
     assert result.returncode == 2
@@ -138,8 +157,7 @@ def test_limits_are_checked_before_slurm_sees_the_job(sandbox):
     assert not (work / "data").exists()
 
 
-def test_logs_follow_and_cancel_by_bundle(sandbox):
-    work = sandbox.workdir()
+def test_logs_follow_and_cancel_by_bundle(sandbox, work):
     name = spec(work, "slow.yaml", "name: slow\nscript: |\n  echo first\n  sleep 2\n  echo second\n")
     job_id = hpcctl(sandbox, work, "submit", "--parsable", name).stdout.strip()
     assert hpcctl(sandbox, work, "logs", "-f", job_id, timeout=60).stdout == "first\nsecond\n"

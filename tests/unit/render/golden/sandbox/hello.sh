@@ -4,6 +4,7 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --time=00:02:00
 #SBATCH --output=hello-%j.out
+#SBATCH --container-image=127.0.0.1:5000\#hpcctl/busybox:latest
 # Rendered by hpcctl from job 'hello' for cluster 'sandbox'.
 set -e
-echo "hello from $SLURMD_NODENAME in job $SLURM_JOB_ID"
+echo "hello from job $SLURM_JOB_ID on $SLURMD_NODENAME in $(grep '^NAME=' /etc/os-release)"

@@ -8,5 +8,5 @@
 set -e
 export NCCL_DEBUG=INFO
 # shellcheck disable=SC2016  # $VARIABLES in the quoted command expand in each task
-srun --mpi=pmix --container-image=registry.example.org/ml/nccl-tests:2.13 '--container-mounts=/home/shared data:/workspace' --container-env=NCCL_DEBUG --container-mpi=openmpi sh -c 'cd /workspace
+srun --mpi=pmix '--container-image=registry.example.org#ml/nccl-tests:2.13' '--container-mounts=/home/shared data:/workspace' --container-env=NCCL_DEBUG --container-mpi=openmpi sh -c 'cd /workspace
 ./all_reduce_perf -b 8 -e 1G -f 2'

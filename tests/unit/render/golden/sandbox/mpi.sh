@@ -7,4 +7,4 @@
 # Rendered by hpcctl from job 'mpi-ranks' for cluster 'sandbox'.
 set -e
 # shellcheck disable=SC2016  # $VARIABLES in the quoted command expand in each task
-srun --mpi=pmix --container-image=127.0.0.1:5000/hpcctl/debian:bookworm --container-workdir=/tmp --container-env=SLURM_NTASKS sh -c 'echo "rank $PMIX_RANK of $SLURM_NTASKS on $SLURMD_NODENAME"'
+srun --mpi=pmix '--container-image=127.0.0.1:5000#hpcctl/debian:bookworm' --container-workdir=/tmp --container-env=SLURM_NTASKS sh -c 'echo "rank $PMIX_RANK of $SLURM_NTASKS on $SLURMD_NODENAME"'
