@@ -119,14 +119,16 @@ class TlsRegistry:
         self.proc.wait()
 
 
-def registry_requests_during(fn) -> int:
+def registry_requests_during(fn, repo: str) -> int:
+    """Requests for ``repo`` in the registry's access log while ``fn`` runs (other users of the sandbox
+    registry pulling the same repository at that moment would be counted too)."""
     offset = REGISTRY_LOG.stat().st_size
     fn()
     time.sleep(0.5)
     with open(REGISTRY_LOG, "rb") as fh:
         fh.seek(offset)
         return sum(1 for line in fh.read().decode(errors="replace").splitlines()
-                   if line.startswith("127.0.0.1 - -") and '"hpcctl"' in line)
+                   if line.startswith("127.0.0.1 - -") and f" /v2/{repo}/" in line)
 
 
 def warm_costs(image: str, workdir: Path) -> dict:
@@ -136,12 +138,13 @@ def warm_costs(image: str, workdir: Path) -> dict:
     subprocess.run([*base, "pull", "--json", image], check=True, capture_output=True, cwd=REPO)
     pinned = subprocess.run([*base, "resolve", image], check=True, capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
+    repo = image.split("/", 1)[1].rsplit(":", 1)[0]
     start = time.perf_counter()
     tag_requests = registry_requests_during(
-        lambda: subprocess.run([*base, "pull", "--json", image], check=True, capture_output=True, cwd=REPO))
+        lambda: subprocess.run([*base, "pull", "--json", image], check=True, capture_output=True, cwd=REPO), repo)
     warm_wall = time.perf_counter() - start - 0.5
     pinned_requests = registry_requests_during(
-        lambda: subprocess.run([*base, "pull", "--json", pinned], check=True, capture_output=True, cwd=REPO))
+        lambda: subprocess.run([*base, "pull", "--json", pinned], check=True, capture_output=True, cwd=REPO), repo)
     return {"warm_tag_requests": tag_requests, "warm_pinned_requests": pinned_requests,
             "warm_pull_wall_s": round(warm_wall, 3)}
 

@@ -38,7 +38,8 @@ class Progress:
     def advance(self, n: int) -> None:
         with self._lock:
             self.done += n
-        self._draw()
+            finished = self.total and self.done >= self.total
+        self._draw(force=bool(finished))
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:
@@ -53,6 +54,8 @@ class Progress:
             filled = int(width * min(self.done / self.total, 1.0))
             bar = "#" * filled + "-" * (width - filled)
             line = f"{self.label} [{bar}] {human(self.done)} / {human(self.total)}  {human(rate)}/s"
+            if self.done >= self.total:
+                line += "  converting to squashfs"
         else:
             line = f"{self.label} {human(self.done)}  {human(rate)}/s" if self.done else self.label
         self.stream.write("\r\x1b[K" + line)
