@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from hpcctl.runtime.plan import EnvOp
 from hpcctl.site.config import EnvRules
 
-PROTECTED = re.compile(r"SLURM_.*|SLURMD_.*|PMI.*|PMIX.*|OMPI_MCA_orte_.*|CUDA_VISIBLE_DEVICES|HPCCTL_.*")
+PROTECTED = re.compile(r"SLURM_.*|SLURMD_.*|PMI.*|PMIX.*|OMPI_MCA_orte_.*|CUDA_VISIBLE_DEVICES")
 
 
 def image_env(config: Mapping | None) -> dict[str, str]:

@@ -36,3 +36,15 @@ def build_image(dest: Path) -> Path:
 
 def srun(sandbox, *args: str, cwd=None, env=None, timeout: float = 120):
     return sandbox.run(["srun", *args], user=sandbox.user, check=False, cwd=cwd, env=env, timeout=timeout)
+
+
+def push_busybox_variant(registry: str, repo: str, tag: str, env: list[str],
+                         entrypoint: list[str] | None = None) -> str:
+    """Push the sandbox's busybox layers under ``repo:tag`` with another config; returns the manifest digest."""
+    from hpcctl.sandbox.oci_push import Pusher, build_layer, image_config
+    from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, busybox_tree
+
+    root = busybox_tree()
+    layers = [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
+              build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
+    return Pusher(registry).push_image(repo, tag, layers, image_config([PATH_ENV, *env], ["/bin/sh"], entrypoint))

@@ -1,0 +1,66 @@
+"""Registry images through the node cache: image ENV, pyxis '#' references, entrypoints, pinning at submit."""
+
+import uuid
+
+import pytest
+
+from tests.integration.plugin_helpers import push_busybox_variant, srun
+
+pytestmark = pytest.mark.integration
+
+NO_MPI = "--container-mpi=none"
+
+
+@pytest.fixture(scope="module")
+def work(sandbox):
+    return sandbox.workdir()
+
+
+def test_registry_image_with_its_environment(sandbox, work):
+    for ref in (f"{sandbox.registry}/hpcctl/busybox:latest", f"{sandbox.registry}#hpcctl/busybox:latest"):
+        r = srun(sandbox, f"--container-image={ref}", NO_MPI, "sh", "-c", "echo $HPCCTL_TEST_IMAGE", cwd=work)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "busybox"
+
+
+def test_entrypoint_runs_only_when_asked(sandbox, work):
+    repo = "hpcctl/plugin-entrypoint"
+    push_busybox_variant(sandbox.registry, repo, "v1", [],
+                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
+    image = f"--container-image={sandbox.registry}/{repo}:v1"
+    r = srun(sandbox, image, NO_MPI, "--container-entrypoint", "echo", "task", cwd=work)
+    assert r.stdout.split() == ["entrypoint-ran", "task"], r.stderr
+    r = srun(sandbox, image, NO_MPI, "--no-container-entrypoint", "echo", "task", cwd=work)
+    assert r.stdout.split() == ["task"], r.stderr
+
+
+def test_tag_is_pinned_at_submit_time(sandbox, work):
+    repo = f"hpcctl/plugin-pin-{uuid.uuid4().hex[:8]}"
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=1"])
+    script = work / "pin.sh"
+    script.write_text("#!/bin/sh\necho version=$PIN_VERSION\n")
+    sandbox.run(["chown", f"{sandbox.user}:{sandbox.user}", str(script)])
+    submitted = sandbox.run(["sbatch", "--parsable", "--hold", f"--output={work}/pin-%j.out",
+                             f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI, str(script)],
+                            user=sandbox.user, cwd=work)
+    job_id = submitted.stdout.strip().split(";")[0]
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=2"])  # the tag moves while it waits
+    sandbox.run(["scontrol", "release", job_id], user=sandbox.user)
+    state, _ = sandbox.wait(job_id)
+    output = (work / f"pin-{job_id}.out").read_text()
+    assert state == "COMPLETED", output
+    assert output.strip() == "version=1"
+    r = srun(sandbox, f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI, "sh", "-c",
+             "echo version=$PIN_VERSION", cwd=work)
+    assert r.stdout.strip() == "version=2", r.stderr  # a new submission sees the moved tag
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("127.0.0.1:5000/hpcctl/does-not-exist:latest", "does-not-exist"),
+    ("127.0.0.1:5999/hpcctl/busybox:latest", "127.0.0.1:5999"),
+])
+def test_bad_reference_or_registry_down_is_one_line_at_submit(sandbox, work, ref, words):
+    r = srun(sandbox, f"--container-image={ref}", NO_MPI, "true", cwd=work, timeout=180)
+    assert r.returncode != 0
+    lines = r.stderr.strip().split("\n")
+    assert len(lines) == 1 and lines[0].startswith("srun: error: ") and words in lines[0], r.stderr

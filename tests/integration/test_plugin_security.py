@@ -1,0 +1,84 @@
+"""What users cannot do through the plugin: escape the site's mount policy, read what they could not read,
+redirect the plugin's Python, or gain privileges from the image."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.integration.plugin_helpers import build_image, srun
+
+pytestmark = pytest.mark.integration
+
+NO_MPI = "--container-mpi=none"
+
+
+@pytest.fixture(scope="module")
+def work(sandbox):
+    return sandbox.workdir()
+
+
+@pytest.fixture(scope="module")
+def image(work):
+    return str(build_image(work))
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().split("\n")
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("source", ["/etc/passwd", "/var/spool/slurmd", "/run/munge"])
+def test_denied_prefixes(sandbox, work, image, source):
+    line = one_error_line(srun(sandbox, f"--container-image={image}", NO_MPI,
+                               f"--container-mounts={source}:/x", "true", cwd=work))
+    assert line.startswith("srun: error: --container-mounts: ") and "does not let users mount" in line
+
+
+def test_symlink_to_a_denied_prefix(sandbox, work, image):
+    link = work / "innocent"
+    link.symlink_to("/etc")
+    line = one_error_line(srun(sandbox, f"--container-image={image}", NO_MPI,
+                               f"--container-mounts={link}:/x", "true", cwd=work))
+    assert "(= /etc) is under /etc" in line
+
+
+def test_sources_the_user_cannot_read(sandbox, work, image):
+    private = work / "root-only"
+    private.mkdir()
+    os.chown(private, 0, 0)
+    os.chmod(private, 0o700)
+    r = srun(sandbox, f"--container-image={image}", NO_MPI, f"--container-mounts={private}:/x", "true", cwd=work)
+    assert r.returncode != 0
+    assert f"hpcctl: error: --container-mounts: {private} is not readable by you" in r.stderr, r.stderr
+
+
+def test_image_the_user_cannot_read(sandbox, work, image):
+    secret = work / "secret.sqsh"
+    secret.write_bytes(open(image, "rb").read())
+    os.chown(secret, 0, 0)
+    os.chmod(secret, 0o600)
+    line = one_error_line(srun(sandbox, f"--container-image={secret}", NO_MPI, "true", cwd=work))
+    assert f"--container-image: {secret} is not readable by you" in line
+
+
+def test_plugin_python_ignores_the_users_environment(sandbox, work, image):
+    evil = work / "evil"
+    evil.mkdir()
+    marker = work / "pwned"
+    (evil / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    subprocess.run(["chown", "-R", f"{sandbox.user}:{sandbox.user}", str(evil)], check=True)
+    env = {"PYTHONPATH": str(evil), "PYTHONHOME": "/nonexistent", "PYTHONSTARTUP": str(evil / "sitecustomize.py"),
+           "PYTHONINSPECT": "1"}
+    r = srun(sandbox, f"--container-image={image}", NO_MPI, "sh", "-c", "cat /etc/marker", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert not marker.exists()
+
+
+def test_no_new_privileges_and_nosuid(sandbox, work, image):
+    r = srun(sandbox, f"--container-image={image}", NO_MPI, "sh", "-c",
+             "grep NoNewPrivs /proc/self/status; /opt/suid/id -u; grep -c nosuid /proc/self/mounts", cwd=work)
+    out = r.stdout.split()
+    assert out[:3] == ["NoNewPrivs:", "1", "2001"], r.stderr
