@@ -71,7 +71,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
         p->mounts[i] = (struct plan_mount){
             .source = str(m, "source", ""), .target = str(m, "target", ""), .kind = str(m, "kind", "bind"),
             .create = str(m, "create", "auto"), .readonly = json_is_true(json_object_get(m, "readonly")),
-            .as_user = json_is_true(json_object_get(m, "as_user")),
+            .as_user = json_is_true(json_object_get(m, "as_user")), .options = str(m, "options", ""),
         };
         if (p->mounts[i].target[0] != '/')
             FAIL("mount target '%s' is not an absolute path", p->mounts[i].target);
@@ -199,6 +199,11 @@ static int mount_image(const struct plan *p, const char *lower, char *err, size_
     return 0;
 }
 
+static int is_kind(const struct plan_mount *m, const char *kind)
+{
+    return strcmp(m->kind, kind) == 0;
+}
+
 /* Open a bind source as a detached mount tree; user sources are looked up with the user's file-system ids. */
 static int open_source(const struct plan *p, const struct plan_mount *m, char *err, size_t errlen)
 {
@@ -232,7 +237,7 @@ static int open_source(const struct plan *p, const struct plan_mount *m, char *e
     if (tree < 0)
         FAIL("cannot mount %s: %s", m->source, strerror(saved));
     struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID, .propagation = MS_PRIVATE};
-    if (strcmp(m->kind, "dev") != 0)
+    if (!is_kind(m, "dev"))
         attr.attr_set |= MOUNT_ATTR_NODEV;
     if (m->readonly)
         attr.attr_set |= MOUNT_ATTR_RDONLY;
@@ -299,7 +304,8 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts))
         FAIL("cannot mount the overlay on the image: %s", strerror(errno));
     for (size_t i = 0; i < p->nmounts; i++)
-        if (strcmp(p->mounts[i].kind, "tmpfs") != 0 && (trees[i] = open_source(p, &p->mounts[i], err, errlen)) < 0)
+        if (!is_kind(&p->mounts[i], "tmpfs") && !is_kind(&p->mounts[i], "symlink") &&
+            (trees[i] = open_source(p, &p->mounts[i], err, errlen)) < 0)
             goto out;
     if (p->ldconfig && (ldfd = open(p->ldconfig_bin, O_PATH | O_CLOEXEC)) < 0)
         FAIL("cannot open %s: %s", p->ldconfig_bin, strerror(errno));
@@ -309,9 +315,14 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
 
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
+        if (is_kind(m, "symlink")) {
+            if (symlink(m->source, m->target) && errno != EEXIST)
+                FAIL("cannot create the link %s in the container: %s", m->target, strerror(errno));
+            continue;
+        }
         if (trees[i] < 0) {
             if (make_target(m->target, 1) ||
-                mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"))
+                mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777"))
                 FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
             continue;
         }

@@ -12,7 +12,7 @@
 #include <sys/types.h>
 
 struct plan_mount {
-    const char *source, *target, *kind, *create;
+    const char *source, *target, *kind, *create, *options;
     int readonly, as_user;
 };
 

@@ -112,6 +112,9 @@ def _rm(args: argparse.Namespace) -> int:
         if not matches:
             raise HpcctlError(f"no cached image matches '{wanted}'", "see `hpcctl image ls`")
         for cache, entry in matches:
+            if not cache.writable():
+                raise HpcctlError(f"only root can remove images from the node cache at {cache.root}",
+                                  "run `hpcctl image rm` as root, or let `hpcctl image gc` on the node do it")
             gc.remove(cache, entry)
             removed.append({"reference": entry.meta["reference"], "digest": entry.digest, "size": entry.size})
     if args.json:
@@ -134,7 +137,7 @@ def _gc(args: argparse.Namespace) -> int:
         except ValueError:
             from hpcctl.errors import HpcctlError
             raise HpcctlError(f"--target '{args.target}' is not a size", "write e.g. 10GiB, 500M or 0") from None
-    results = [gc.collect(cache, target, dry_run=args.dry_run) for cache in api.caches(site)]
+    results = [gc.collect(cache, target, dry_run=args.dry_run) for cache in api.caches(site) if cache.writable()]
     if args.json:
         print_json([r.to_dict() for r in results])
         return 0

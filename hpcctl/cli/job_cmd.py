@@ -34,7 +34,8 @@ def register(sub) -> None:
     mode.add_argument("--test-only", action="store_true",
                       help="ask Slurm whether and when the jobs would start (sbatch --test-only); queue nothing")
     mode.add_argument("--wait", action="store_true",
-                      help="follow the jobs to their end, print their output, exit non-zero if one failed")
+                      help="follow the jobs to their end, print their output (on stderr with --parsable or --json), "
+                           "exit non-zero if one failed")
     submit.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
     submit.add_argument("--keep-sbatch-env", action="store_true",
                         help="let inherited SBATCH_* variables change the job (they are warned about either way)")
@@ -119,7 +120,7 @@ def run_submit(args) -> int:
         return 0
     targets = follow.resolve([d.job_id for d in done])
     found = follow.wait_for(backend, [t.ref for t in targets], args.timeout)
-    follow.print_outputs(targets, found)
+    follow.print_outputs(targets, found, out=sys.stderr if args.json or args.parsable else sys.stdout)
     return _exit_for(found)
 
 

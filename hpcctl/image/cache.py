@@ -187,8 +187,11 @@ class ImageCache:
         return self.tmp / f"{key_of(digest)}.{os.getpid()}.sqsh"
 
     def clean_partials(self, digest: str) -> None:
-        """Remove what killed pulls of ``digest`` left; only call with its pull lock held."""
-        for leftover in self.tmp.glob(f"{key_of(digest)}.*"):
+        """Remove what killed pulls of ``digest`` left, and blobs half-downloaded by pulls that died; only call with
+        the pull lock of ``digest`` held."""
+        leftovers = list(self.tmp.glob(f"{key_of(digest)}.*"))
+        leftovers += [p for p in self.tmp.glob("blob-*.part") if not _pid_alive(p.name.split(".")[1])]
+        for leftover in leftovers:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
 
@@ -240,3 +243,14 @@ class ImageCache:
 
     def disk_usage(self) -> int:
         return sum(e.size for e in self.entries()) + sum(p.stat().st_size for p in self.blob_files())
+
+
+def _pid_alive(pid: str) -> bool:
+    """Whether the process that named a partial blob ``blob-<hex>.<pid>.<thread>.part`` still runs on this node."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,7 +1,8 @@
 """Garbage collection of the image cache: least recently used images first, down to a target size.
 
 An image a job uses (someone holds a shared flock on its ``.use`` file) or that is being pulled is never removed.
-Layer blobs that no cached image needs go first, but only while no pull runs (pulls hold ``gc.lock`` shared).
+Layer blobs that no cached image needs, and leftovers of killed pulls, go first, but only while no pull runs
+(pulls hold ``gc.lock`` shared for their whole duration).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def _claim(cache: ImageCache, entry: Entry) -> Iterator[bool]:
         yield unused and idle and cache.lookup(entry.digest) is not None
 
 
-def _remove_unreferenced_blobs(cache: ImageCache) -> tuple[int, int]:
-    """(count, bytes) of blobs removed; nothing while a pull holds gc.lock."""
+def _sweep(cache: ImageCache) -> tuple[int, int]:
+    """While no pull runs (gc.lock held exclusively): remove blobs no cached image needs, and what killed pulls
+    left behind (partial files, a squashfs whose metadata was never written). Returns (blobs removed, bytes)."""
     count = freed = 0
     with _try_exclusive(cache, "gc.lock") as ok:
         if not ok:
@@ -65,6 +67,11 @@ def _remove_unreferenced_blobs(cache: ImageCache) -> tuple[int, int]:
                 size = blob.stat().st_size
                 blob.unlink()
                 count, freed = count + 1, freed + size
+        leftovers = list(cache.tmp.iterdir()) if cache.tmp.is_dir() else []
+        leftovers += [p for p in cache.images.glob("*.sqsh") if cache.lookup("sha256:" + p.stem) is None]
+        for path in leftovers:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                path.unlink()
     return count, freed
 
 
@@ -76,7 +83,7 @@ def collect(cache: ImageCache, target: int, dry_run: bool = False, keep: set = f
     if not cache.locks.is_dir():
         return result
     if not dry_run:
-        result.blobs_removed, freed = _remove_unreferenced_blobs(cache)
+        result.blobs_removed, freed = _sweep(cache)
         usage -= freed
     for entry in sorted(cache.entries(), key=lambda e: e.last_used):
         if usage <= target:
@@ -93,7 +100,7 @@ def collect(cache: ImageCache, target: int, dry_run: bool = False, keep: set = f
             result.removed.append({"reference": entry.meta["reference"], "digest": entry.digest,
                                    "size": entry.size})
     if not dry_run and result.removed:
-        count, freed = _remove_unreferenced_blobs(cache)
+        count, freed = _sweep(cache)
         result.blobs_removed += count
     result.usage_after = cache.disk_usage() if not dry_run else usage
     return result
@@ -106,4 +113,4 @@ def remove(cache: ImageCache, entry: Entry) -> None:
             raise HpcctlError(f"image {entry.meta['reference']} is in use by a running job or pull",
                               "try again when the job has ended")
         cache.remove(entry)
-    _remove_unreferenced_blobs(cache)
+    _sweep(cache)

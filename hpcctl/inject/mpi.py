@@ -130,7 +130,7 @@ def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) 
                 continue
             raise HpcctlError(f"MPI flavour '{flavour.name}': bind source {source} does not exist on {step.node}",
                               f"create it or mark it optional in {site.path}")
-        kind = "dev" if source.startswith("/dev/") and not os.path.isdir(source) else "bind"
+        kind = "dev" if source.startswith("/dev/") else "bind"  # fabric devices (/dev/infiniband/...) must open
         out.mounts.append(PlanMount(source, mount.target.replace("%n", step.node), kind=kind,
                                     readonly=mount.readonly, create="dir" if os.path.isdir(source) else "file",
                                     why=mount.why or f"MPI '{flavour.name}' bind"))

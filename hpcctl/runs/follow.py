@@ -76,7 +76,8 @@ def output_paths(target: Target, jobs: list[JobInfo]) -> list[tuple[str, str]]:
     return [(target.ref, p) for p in paths]
 
 
-def print_outputs(targets: list[Target], found: dict[str, list[JobInfo]], out=sys.stdout) -> None:
+def print_outputs(targets: list[Target], found: dict[str, list[JobInfo]], out=None) -> None:
+    out = out or sys.stdout
     for target in targets:
         states = {j.job_id: j for j in found.get(target.ref, [])}
         for label, path in output_paths(target, found.get(target.ref, [])):
@@ -91,8 +92,9 @@ def print_outputs(targets: list[Target], found: dict[str, list[JobInfo]], out=sy
     out.flush()
 
 
-def tail(backend: CommandBackend, targets: list[Target], out=sys.stdout) -> dict[str, list[JobInfo]]:
+def tail(backend: CommandBackend, targets: list[Target], out=None) -> dict[str, list[JobInfo]]:
     """Print output as it grows until every job has ended (`hpcctl logs -f`)."""
+    out = out or sys.stdout
     offsets: dict[str, int] = {}
     refs = [t.ref for t in targets]
     while True:

@@ -87,6 +87,14 @@ def dry_run_commands(jobs: JobFile) -> list[str]:
                       f"<run bundle of {j.name}>/job.sh"]) for j in jobs.jobs]
 
 
+def make_output_dirs(job: JobSpec, cwd: str) -> None:
+    """Slurm does not create the directory of --output/--error; a job writing into a missing one loses its output."""
+    for pattern in (job.output_pattern, job.stderr or ""):
+        folder = os.path.dirname(pattern)
+        if folder and "%" not in folder:
+            os.makedirs(os.path.join(cwd, folder), exist_ok=True)
+
+
 def _test_only(job: JobSpec, script: str, backend: CommandBackend, env: dict, cwd: str) -> Submitted:
     """sbatch --test-only on a throw-away copy of the script: no bundle, nothing queued.
     Dependencies on other jobs of a pipeline are left out, since those jobs do not exist."""
@@ -117,6 +125,7 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
             hpcctl_version=__version__, workdir=cwd, output=job.output_pattern, image=job.image,
             image_digest=digests.get(job.image or ""), dependencies=resolved, ignored_env=ignored)
         bundle = bundles.create(job.name, jobs.text, site.raw, scripts[job.name], record)
+        make_output_dirs(job, cwd)
         try:
             sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd)
         except SubmitError as exc:

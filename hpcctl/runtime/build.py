@@ -16,12 +16,30 @@ from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.runtime.policy import check_source
 from hpcctl.site.config import SiteConfig
 
+# A fresh /dev (a tmpfs) with only the harmless host devices: the container never sees, nor creates files in, the
+# host's /dev. GPUs and fabric devices are added by injection, and the job's device cgroup still decides what opens.
+_DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
+_DEV_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"),
+              ("/proc/self/fd/2", "/dev/stderr"))
 BASE_MOUNTS = (
+    PlanMount("tmpfs", "/dev", kind="tmpfs", readonly=False, create="dir", options="mode=0755,size=65536k",
+              why="a private /dev: basic devices and the step's injected ones only"),
+    *(PlanMount(f"/dev/{name}", f"/dev/{name}", kind="dev", readonly=False, create="file", why="basic device")
+      for name in _DEV_NODES),
+    PlanMount("/dev/pts", "/dev/pts", kind="dev", readonly=False, create="dir", why="pseudo-terminals (srun --pty)"),
+    PlanMount("/dev/shm", "/dev/shm", readonly=False, create="dir",
+              why="POSIX shared memory (MPI's shared-memory transport)"),
+    *(PlanMount(source, target, kind="symlink", create="file", why="standard link") for source, target in _DEV_LINKS),
     PlanMount("/proc", "/proc", readonly=False, create="dir", why="processes (host pid namespace)"),
     PlanMount("/sys", "/sys", readonly=True, create="dir", why="devices and cgroups, read-only"),
-    PlanMount("/dev", "/dev", kind="dev", readonly=False, create="dir",
-              why="devices; the job's device cgroup decides which GPUs open"),
 )
+# Mounted last, once every mount point exists: while the root process creates mount points (paths the image's
+# symlinks may redirect), /proc's magic links (/proc/1/root ...) into the host are not reachable.
+_LAST = ("/proc", "/sys")
+
+
+def _order(mount: PlanMount) -> tuple[bool, int]:
+    return mount.target in _LAST, _depth(mount)
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
         extra_env = list(injection.env)
         notes += injection.notes
         ldconfig = injection.ldconfig
-    mounts.sort(key=_depth)
+    mounts.sort(key=_order)
 
     env = compose(image_env(image.config), site.environment, options.env, extra_env)
     entrypoint_on = site.plugin.entrypoint if options.entrypoint is None else options.entrypoint

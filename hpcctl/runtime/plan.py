@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class PlanMount:
-    """One mount inside the container. ``kind``: bind (host path), tmpfs, or dev (a device node bind)."""
+    """One mount inside the container. ``kind``: bind (host path), dev (a bind that keeps device nodes usable),
+    tmpfs (``options`` as for mount -o; default mode=1777), or symlink (``source`` is the link's text)."""
 
     source: str
     target: str
@@ -20,6 +21,7 @@ class PlanMount:
     create: str = "auto"  # dir | file | auto: what to create in the overlay when the target is missing
     why: str = ""
     as_user: bool = False  # a user's path: opened with the user's file-system ids, symlinks refused
+    options: str = ""  # tmpfs mount options
 
     def to_dict(self) -> dict:
         return asdict(self)

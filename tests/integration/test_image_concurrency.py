@@ -58,10 +58,9 @@ def test_a_pull_killed_midway_leaves_nothing_valid_and_the_next_pull_works(sandb
     proc = subprocess.Popen(site.cmd("pull", "--json", ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     tmp = site.cache / "tmp"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(p.suffix == ".sqsh" for p in tmp.glob("*")):
-        time.sleep(0.02)
-    time.sleep(0.3)  # now converting: a partial squashfs is being written
-    proc.send_signal(signal.SIGKILL)
+    while time.monotonic() < deadline and not any(p.suffix == ".sqsh" and p.stat().st_size for p in tmp.glob("*")):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # converting: a partial squashfs is being written
     proc.wait()
     assert any(p.suffix == ".sqsh" for p in tmp.iterdir()), "the pull was not killed mid-way"
     assert site.ls() == []

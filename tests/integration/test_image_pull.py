@@ -124,3 +124,14 @@ class TestPrivateRegistry:
                           check=False)
         assert result.returncode != 0 and "Permission denied" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_users_cannot_remove_images_from_the_node_cache(sandbox, image_site):
+    pulled = image_site.pull(f"{sandbox.registry}/hpcctl/busybox:latest")
+    result = sandbox.run(image_site.cmd("rm", pulled["digest"]), user=sandbox.user, check=False,
+                         env={"XDG_CACHE_HOME": str(sandbox.workdir())})
+    assert result.returncode != 0
+    assert result.stderr.startswith("hpcctl: error: only root can remove images from the node cache")
+    gc = sandbox.run(image_site.cmd("gc", "--target", "0"), user=sandbox.user,
+                     env={"XDG_CACHE_HOME": str(sandbox.workdir())})
+    assert gc.returncode == 0 and [row["digest"] for row in image_site.ls()] == [pulled["digest"]]

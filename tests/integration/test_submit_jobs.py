@@ -157,6 +157,17 @@ def test_limits_are_checked_before_slurm_sees_the_job(sandbox, work):
     assert not (work / "data").exists()
 
 
+def test_parsable_wait_keeps_stdout_for_the_id_and_creates_the_output_directory(sandbox, work):
+    name = spec(work, "t.yaml", "name: quiet\ncommand: echo done\noutputs: {stdout: logs/%x-%j.txt}\n")
+    result = hpcctl(sandbox, work, "submit", "--parsable", "--wait", name)
+    job_id = result.stdout.strip()
+    assert result.stdout == f"{job_id}\n"
+    assert f"==> {job_id} quiet COMPLETED exit 0:0 ({work}/logs/quiet-{job_id}.txt) <==\ndone\n" in result.stderr
+    assert (work / "logs" / f"quiet-{job_id}.txt").read_text() == "done\n"
+    unknown = hpcctl(sandbox, work, "status", "999999").stdout.splitlines()
+    assert unknown[1].split() == ["999999", "UNKNOWN", "no", "longer", "known", "to", "Slurm", "(no", "accounting)"]
+
+
 def test_logs_follow_and_cancel_by_bundle(sandbox, work):
     name = spec(work, "slow.yaml", "name: slow\nscript: |\n  echo first\n  sleep 2\n  echo second\n")
     job_id = hpcctl(sandbox, work, "submit", "--parsable", name).stdout.strip()

@@ -77,3 +77,17 @@ def test_a_pull_past_the_high_watermark_collects_down_to_the_low_one(fake_regist
     fresh = api.ensure(f"{fake_registry.host}/test/small:v1", small)
     assert [e.meta["reference"] for e in ImageCache(site.cache.root).entries()] == [fresh.reference]
     assert os.path.exists(fresh.path)
+
+
+def test_gc_sweeps_what_killed_pulls_left_but_not_while_a_pull_runs(fake_registry, site):
+    image = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    cache = ImageCache(site.cache.root)
+    orphan = cache.images / ("e" * 64 + ".sqsh")
+    orphan.write_bytes(b"renamed but metadata never written")
+    partial = cache.tmp / ("f" * 64 + ".999.sqsh")
+    partial.write_bytes(b"half")
+    with cache.pull_lock("sha256:" + "f" * 64):  # a pull is running: nothing is swept
+        gc.collect(cache, target=1 << 40)
+        assert orphan.exists() and partial.exists()
+    gc.collect(cache, target=1 << 40)
+    assert not orphan.exists() and not partial.exists() and os.path.exists(image.path)

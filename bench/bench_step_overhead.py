@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""What --container-image costs per job step, with the image already in the node cache.
+
+    python bench/bench_step_overhead.py [--image 127.0.0.1:5000/hpcctl/busybox:latest] [--repeat 15] [--json F]
+
+In one allocation of 2 nodes / 4 tasks on the sandbox, as its unprivileged user, alternating each round:
+`srun -N2 -n4 --container-image=IMG true` and `srun -N2 -n4 true`. Prints both medians, the median extra time per
+step (target: under 150 ms) and the ratio. Then the time from `sbatch --container-image` to the job's first line of
+output for an image that is not cached yet (a fresh tag with its own config, so the node converts it anew).
+Needs root and a running sandbox (`hpcctl sandbox up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+USER = "hpcuser"
+TARGET_MS = 150.0
+
+
+def as_user(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", USER, "--", *argv], capture_output=True, text=True, **kw)
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    r = as_user(argv, cwd="/tmp")
+    elapsed = time.perf_counter() - start
+    if r.returncode:
+        sys.exit(f"bench: {' '.join(argv)} failed: {r.stderr.strip()}")
+    return elapsed
+
+
+def step_overhead(image: str, repeat: int) -> dict:
+    alloc = as_user(["salloc", "-N2", "-n4", "--no-shell", "--time=10"], cwd="/tmp")
+    job = next((w for w in alloc.stderr.split() if w.isdigit()), None)
+    if alloc.returncode or not job:
+        sys.exit(f"bench: salloc failed: {alloc.stderr.strip()}")
+    try:
+        base = ["srun", f"--jobid={job}", "-N2", "-n4"]
+        timed([*base, f"--container-image={image}", "true"])  # warm: the image is in the node cache after this
+        timed([*base, "true"])
+        plain, container = [], []
+        for _ in range(repeat):
+            container.append(timed([*base, f"--container-image={image}", "true"]))
+            plain.append(timed([*base, "true"]))
+    finally:
+        subprocess.run(["scancel", job], capture_output=True)
+    mp, mc = statistics.median(plain), statistics.median(container)
+    return {"image": image, "repeat": repeat, "plain_median_s": mp, "container_median_s": mc,
+            "extra_ms": (mc - mp) * 1000, "ratio": mc / mp, "target_ms": TARGET_MS}
+
+
+def cold_first_line(registry: str) -> dict:
+    from tests.integration.plugin_helpers import push_busybox_variant
+
+    repo = f"hpcctl/bench-cold-{uuid.uuid4().hex[:8]}"
+    push_busybox_variant(registry, repo, "latest", [f"BENCH_RUN={repo}"])
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=f"/home/{USER}"))
+    subprocess.run(["chown", USER, str(work)], check=True)
+    script = work / "job.sh"
+    script.write_text("#!/bin/sh\necho first line\n")
+    out = work / "out.txt"
+    start = time.perf_counter()
+    r = as_user(["sbatch", "--parsable", f"--output={out}", f"--container-image={registry}/{repo}:latest",
+                 str(script)], cwd=str(work))
+    if r.returncode:
+        sys.exit(f"bench: sbatch failed: {r.stderr.strip()}")
+    deadline = start + 300
+    while time.perf_counter() < deadline and not (out.exists() and out.read_text().strip()):
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - start
+    return {"image": f"{registry}/{repo}:latest", "sbatch_to_first_line_s": elapsed,
+            "output": out.read_text().strip() if out.exists() else ""}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", default="127.0.0.1:5000/hpcctl/busybox:latest")
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--skip-cold", action="store_true", help="only measure the per-step overhead")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it acts as the sandbox's user through runuser)")
+    result = {"step": step_overhead(args.image, args.repeat)}
+    s = result["step"]
+    print(f"srun -N2 -n4 true: median {s['plain_median_s'] * 1000:.0f} ms; with --container-image={args.image}: "
+          f"median {s['container_median_s'] * 1000:.0f} ms ({args.repeat} rounds)")
+    verdict = "meets" if s["extra_ms"] < TARGET_MS else "MISSES"
+    print(f"extra time per step: {s['extra_ms']:.0f} ms (ratio {s['ratio']:.2f}); {verdict} the "
+          f"{TARGET_MS:.0f} ms target")
+    if not args.skip_cold:
+        result["cold"] = cold_first_line(args.image.split("/")[0])
+        print(f"sbatch to first line of output, image not cached: {result['cold']['sbatch_to_first_line_s']:.2f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
