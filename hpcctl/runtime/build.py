@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
@@ -87,8 +87,8 @@ def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step:
 
 
 def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts,
-               upper: str = "") -> MountPlan:
-    mounts = list(BASE_MOUNTS)
+               upper: str = "", extra: Sequence[PlanMount] = ()) -> MountPlan:
+    mounts = [*BASE_MOUNTS, *extra]
     for m in site.mounts:
         if m.optional and not os.path.exists(m.source):
             continue

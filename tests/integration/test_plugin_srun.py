@@ -139,3 +139,11 @@ def test_named_container_is_reused_across_steps_of_a_job(sandbox, image):
                          "sh -c 'cat /tmp/state 2>/dev/null || echo fresh'\n")
     assert job.state == "COMPLETED", job.output
     assert job.output.split("\n")[:3] == ["kept", MARKER, "fresh"]
+
+
+def test_the_user_is_known_in_the_image_and_its_own_users_are_kept(sandbox, work):
+    r = srun(sandbox, f"--container-image={sandbox.registry}/hpcctl/debian:bookworm", NO_MPI, "sh", "-c",
+             "id -un; id -gn; getent passwd root _apt | cut -d: -f1; stat -c %U /etc/passwd", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [sandbox.user, sandbox.user, "root", "_apt", "root"]
+    assert "/run/hpcctl" not in r.stdout

@@ -47,7 +47,7 @@ def test_hello_example_waits_and_prints_its_output(sandbox, work):
     result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "hello.yaml"), "--wait")
     job_id = re.match(r"Submitted job (\d+) \(hello\); run bundle (\S+)\n", result.stdout).group(1)
     assert f"==> {job_id} hello COMPLETED exit 0:0 ({work}/hello-{job_id}.out) <==\n" in result.stdout
-    assert re.search(rf'^hello from job {job_id} on n[12] in NAME="hpcctl busybox test image"$', result.stdout,
+    assert re.search(rf'^hello from job {job_id} on n[12] as \S+ in NAME="hpcctl busybox test image"$', result.stdout,
                      re.MULTILINE), result.stdout
 
     bundle, record = bundle_record(work, job_id)

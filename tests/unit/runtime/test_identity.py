@@ -1,0 +1,39 @@
+"""The user's entries in the container's /etc/passwd and /etc/group."""
+
+import grp
+import os
+import pwd
+
+from hpcctl.runtime.identity import group_text, identity_mounts, image_file, passwd_text
+
+USER = pwd.struct_passwd(("alice", "x", 2001, 2001, "Alice", "/home/alice", "/bin/bash"))
+
+
+def test_passwd_keeps_the_image_users_and_replaces_clashes():
+    image = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/a:/bin/sh\nbob:x:2001:2001::/:/bin/sh\n\n"
+    assert passwd_text(image, USER) == ("root:x:0:0:root:/root:/bin/sh\n"
+                                        "alice:x:2001:2001:Alice:/home/alice:/bin/bash\n")
+
+
+def test_group_adds_the_user_to_existing_gids_and_adds_missing_ones():
+    root_group = grp.getgrgid(0).gr_name
+    image = f"{root_group}:x:0:\nvideo:x:44:bob\n"
+    assert group_text(image, "alice", [44, 0, 44, 999999]) == f"{root_group}:x:0:alice\nvideo:x:44:bob,alice\n"
+    assert group_text("", "alice", [0]) == f"{root_group}:x:0:alice\n"
+
+
+def test_image_files_are_read_without_following_symlinks(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").symlink_to("/etc/shadow")
+    (tmp_path / "etc" / "group").write_text("g:x:1:\n")
+    assert image_file(str(tmp_path), "etc/passwd") == ""
+    assert image_file(str(tmp_path), "etc/group") == "g:x:1:\n"
+    assert image_file(str(tmp_path), "etc/missing") == ""
+
+
+def test_root_gets_the_image_files_unchanged(tmp_path):
+    assert identity_mounts(str(tmp_path), 0, 0, (), str(tmp_path / "out")) == []
+    me = os.getuid() if os.getuid() else pwd.getpwnam("nobody").pw_uid
+    mounts = identity_mounts(str(tmp_path), me, 0, (), str(tmp_path / "out"))
+    assert [(m.target, m.readonly) for m in mounts] == [("/etc/passwd", True), ("/etc/group", True)]
+    assert pwd.getpwuid(me).pw_name in (tmp_path / "out" / "passwd").read_text()
