@@ -10,14 +10,14 @@ from hpcctl.errors import HpcctlError
 PACKAGES = (
     # Slurm, munge, PMIx MPI, and the headers the SPANK plugin builds against
     "slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "libpmix-dev", "openmpi-bin", "libopenmpi-dev",
-    "gcc", "make", "libc6-dev",
+    "gcc", "make", "libc6-dev", "libjansson-dev",
     # registry and image tooling
     "docker-registry", "apache2-utils", "debootstrap", "busybox-static",
     "squashfs-tools", "squashfs-tools-ng", "squashfuse", "fuse-overlayfs", "zstd", "pigz",
     # peers the benchmarks compare against, and checks the tests run
     "skopeo", "umoci", "charliecloud", "shellcheck",
     # small tools the scripts use
-    "procps", "psmisc", "util-linux", "curl", "ca-certificates",
+    "procps", "psmisc", "util-linux", "curl", "ca-certificates", "openssl", "fuse3",
 )
 
 
