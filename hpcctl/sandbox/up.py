@@ -116,6 +116,16 @@ def _directories() -> None:
         tmpfs.chmod(0o1777)
 
 
+def _clear_tmpfs(node: str) -> None:
+    """Empty a stopped node's TmpFS: a fresh slurmctld numbers jobs from 1 again, and Slurm's PMIx plugin fails a
+    step whose spmix_appdir_<uid>_<job>.<step> is left over from an earlier job with the same id."""
+    for entry in Path(f"/tmp/slurmtmp_{node}").iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def _site_config() -> bool:
     return slurm_conf.write_if_changed(L.SITE_FILE, REPO_SITE.read_text())
 
@@ -170,6 +180,8 @@ def up(quiet: bool = False, images: bool = True) -> int:
     report.step("slurm config", "written" if conf_changed else "up to date", conf_changed)
     _start(slurmctld(), lambda: _ok(["scontrol", "ping"]), report)
     for node in L.NODES:
+        if not slurmd(node).pid():
+            _clear_tmpfs(node)
         _start(slurmd(node), lambda node=node: node in _node_states(), report)
     _wait_nodes_idle()
     report.step("nodes", ", ".join(f"{n} idle" for n in L.NODES))

@@ -55,14 +55,17 @@ def test_eight_concurrent_pulls_download_once_and_all_succeed(sandbox, tmp_path)
 def test_a_pull_killed_midway_leaves_nothing_valid_and_the_next_pull_works(sandbox):
     site = ImageSite()
     ref = f"{sandbox.registry}/hpcctl/debian:bookworm"
-    proc = subprocess.Popen(site.cmd("pull", "--json", ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(site.cmd("pull", "--json", ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     tmp = site.cache / "tmp"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(p.suffix == ".sqsh" and p.stat().st_size for p in tmp.glob("*")):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)  # converting: a partial squashfs is being written
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline and not (tmp.is_dir() and any(tmp.iterdir())):
+        time.sleep(0.002)
+    # freeze the pull and its helpers (pigz, tar2sqfs) mid-way, then kill them all, as a job's end or a reboot does
+    os.killpg(proc.pid, signal.SIGSTOP)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert any(p.suffix == ".sqsh" for p in tmp.iterdir()), "the pull was not killed mid-way"
+    assert proc.returncode == -signal.SIGKILL and any(tmp.iterdir()), "the pull was not killed mid-way"
     assert site.ls() == []
     assert not list((site.cache / "images").glob("*.json"))
     pulled = site.pull(ref)
