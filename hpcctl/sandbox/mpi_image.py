@@ -13,7 +13,7 @@ from pathlib import Path
 
 from hpcctl.sandbox.daemons import StepFailed
 from hpcctl.sandbox.oci_push import DOCKER_MANIFEST, OCI_MANIFEST, Pusher, build_layer, image_config
-from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, ROOTFS_DIR, busybox_tree, debian_mirror
+from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, ROOTFS_DIR, busybox_layers, debian_mirror
 
 OPENMPI = ("hpcctl/openmpi", "bookworm")
 MPICH_ABI = ("hpcctl/mpich-abi", "latest")
@@ -120,10 +120,7 @@ def push_mpich_abi(pusher: Pusher, log: Path) -> bool:
     repo, tag = MPICH_ABI
     if pusher.has_manifest(repo, tag, OCI_MANIFEST):
         return False
-    base = busybox_tree()
-    layers = [build_layer(base, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
-              build_layer(base, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"]),
-              build_layer(fake_mpich_tree(log), LAYER_DIR / "fake-mpich.tar.gz", ["./usr"])]
+    layers = [*busybox_layers(), build_layer(fake_mpich_tree(log), LAYER_DIR / "fake-mpich.tar.gz", ["./usr"])]
     config = image_config([PATH_ENV, "HPCCTL_TEST_IMAGE=mpich-abi"], ["/bin/sh"])
     pusher.push_image(repo, tag, layers, config)
     return True

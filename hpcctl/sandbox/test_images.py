@@ -81,14 +81,18 @@ def _marker_tree() -> Path:
     return root
 
 
+def busybox_layers() -> list:
+    """The busybox tree as two layers: /bin, then the rest. Other test images build on them."""
+    root = busybox_tree()
+    return [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
+            build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
+
+
 def push_busybox(pusher: Pusher, repo: str, tag: str) -> bool:
     if pusher.has_manifest(repo, tag, OCI_MANIFEST):
         return False
-    root = busybox_tree()
-    layers = [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
-              build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
     config = image_config([PATH_ENV, "HPCCTL_TEST_IMAGE=busybox"], ["/bin/sh"])
-    pusher.push_image(repo, tag, layers, config)
+    pusher.push_image(repo, tag, busybox_layers(), config)
     return True
 
 

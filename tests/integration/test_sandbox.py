@@ -120,3 +120,11 @@ def test_site_check_passes_on_the_sandbox_node(sandbox):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid site config for cluster 'sandbox'" in result.stdout
+
+
+def test_demo_runs_a_containerized_gpu_job_as_the_test_user(sandbox):
+    out = subprocess.run(hpcctl_cmd("sandbox", "demo"), capture_output=True, text=True, check=True).stdout
+    command, *lines = out.splitlines()
+    assert command.startswith("$ sbatch --wait") and "--container-image=127.0.0.1:5000/hpcctl/busybox:latest" in command
+    assert re.fullmatch(r"job \d+ on n[12] as hpcuser", lines[0])
+    assert lines[1:3] == ['image: NAME="hpcctl busybox test image"', "GPUs: CUDA_VISIBLE_DEVICES=0"]
