@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import shlex
 import traceback
-from pathlib import Path
 
 import jinja2
 
 from hpcctl.errors import HpcctlError
 from hpcctl.jobspec.model import JobSpec
 from hpcctl.render.directives import launch_for
+from hpcctl.resources import data_dir
 from hpcctl.site.config import SiteConfig
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+BUILTIN_TEMPLATES = data_dir("templates")
 TEMPLATE = "job.sh.j2"
 
 

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hpcctl.resources import data_dir
 from hpcctl.sandbox import layout as L
 from hpcctl.sandbox.daemons import StepFailed
 from hpcctl.sandbox.slurm_conf import write_if_changed
 
-SPANK_DIR = Path(__file__).resolve().parents[2] / "spank"
+SPANK_DIR = data_dir("spank")
 PLUGSTACK_ENTRY = L.SLURM_ETC / "plugstack.conf.d" / "hpcctl.conf"
 
 

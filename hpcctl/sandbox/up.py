@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcctl.errors import HpcctlError
+from hpcctl.resources import data_dir
 from hpcctl.sandbox import layout as L
 from hpcctl.sandbox import daemons, mpi_image, packages, plugin, registry, slurm_conf, test_images, users
 from hpcctl.sandbox.daemons import Daemon, StepFailed
 from hpcctl.sandbox.oci_push import Pusher
 
-REPO_SITE = Path(__file__).resolve().parents[2] / "site-configs" / "sandbox.yaml"
+REPO_SITE = data_dir("site-configs") / "sandbox.yaml"
 
 
 def munged() -> Daemon:

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcctl.errors import ConfigError, HpcctlError
+from hpcctl.resources import data_dir
 from hpcctl.schema.validate import Located, load_yaml_file, validate_or_raise
 from hpcctl.site.schema import SITE_SCHEMA
 
-REPO_SITE_DIR = Path(__file__).resolve().parents[2] / "site-configs"
+REPO_SITE_DIR = data_dir("site-configs")
 SYSTEM_SITE_FILE = Path("/etc/hpcctl/site.yaml")
 SEARCH_DIRS = (Path("/etc/hpcctl/site-configs"), REPO_SITE_DIR)
 
