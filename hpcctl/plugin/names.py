@@ -53,8 +53,13 @@ def remember(named: Named, image: Image) -> None:
 
 
 def remove_job(site: SiteConfig, job_id: str) -> bool:
+    """Remove what the job kept on this node. Nodes that share the runtime directory (the sandbox's slurmd run on
+    one host) run their epilogs at the same moment: the rename makes exactly one of them do the removal."""
     directory = job_dir(site, job_id)
-    if not os.path.isdir(directory):
+    doomed = f"{directory}.removing.{os.getpid()}"
+    try:
+        os.rename(directory, doomed)
+    except FileNotFoundError:
         return False
-    shutil.rmtree(directory)
+    shutil.rmtree(doomed)
     return True
