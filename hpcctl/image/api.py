@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hpcctl.image import credentials
-from hpcctl.image.cache import CachedImage, Entry, ImageCache, ImageConfig
+from hpcctl.image.cache import CachedImage, Entry, ImageCache, ImageConfig, find
 from hpcctl.image.errors import AuthDenied, BadReference, NotFound
 from hpcctl.image.progress import Progress
 from hpcctl.image.reference import DaemonImage, ImageRef, LocalFile, parse
@@ -88,14 +88,6 @@ def _tag_digest(registry: Registry, ref: ImageRef) -> str:
     return digest
 
 
-def _lookup(stores: list[ImageCache], digest: str) -> tuple[ImageCache, Entry] | None:
-    for store in stores:
-        entry = store.lookup(digest)
-        if entry:
-            return store, entry
-    return None
-
-
 def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | None = None,
            progress: bool = False) -> CachedImage:
     """The image's squashfs, pulling and converting it on a miss. ``uid`` is the user whose credentials are used."""
@@ -109,37 +101,35 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
         return dockerd.ensure(parsed, stores, site, Progress(progress), uid)
 
     registry = registry_for(parsed, site, uid)
-    if parsed.digest:
-        digest = parsed.digest
-        found = _lookup(stores, digest)
-        if found and found[1].meta.get("auth_required"):
-            registry.head_digest(digest)  # the registry must accept this user's credentials for it
-        if found:
-            return _hit(*found)
-    else:
-        digest = _tag_digest(registry, parsed)
-        found = _lookup(stores, digest)
-        if found:
-            return _hit(*found)
+    digest = parsed.digest or _tag_digest(registry, parsed)
+    found = find(stores, digest)
+    if found:
+        _authorize(registry, found[1])
+        return _hit(*found)
 
     target = stores[-1]
-    target.prepare()
-    with target.pull_lock(digest):
-        entry = target.lookup(digest)
-        if entry is None:
-            from hpcctl.image import pull
-            target.clean_partials(digest)
-            manifest = registry.manifest(digest)
-            entry = pull.build(target, registry, manifest, parsed.canonical if not parsed.digest
-                               else str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)),
-                               site.cache.compression, Progress(progress),
-                               {"pulled_by_uid": uid if uid is not None else os.geteuid()})
-        elif entry.meta.get("auth_required"):
-            registry.head_digest(digest)
+
+    def build() -> Entry:
+        from hpcctl.image import pull
+        reference = str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)) if parsed.digest \
+            else parsed.canonical
+        return pull.build(target, registry, registry.manifest(digest), reference, site.cache.compression,
+                          Progress(progress), {"pulled_by_uid": uid if uid is not None else os.geteuid()})
+
+    entry, built = target.single_flight(digest, build)
+    if not built:
+        _authorize(registry, entry)
     if target.disk_usage() > site.cache.high_watermark:
         from hpcctl.image import gc
         gc.collect(target, site.cache.low_watermark, keep={digest})
     return _hit(target, entry)
+
+
+def _authorize(registry: Registry, entry: Entry) -> None:
+    """A cached private image is handed out only after the registry accepted this user's own credentials for it:
+    already done when resolving its tag challenged them, else one HEAD request for its digest."""
+    if entry.meta.get("auth_required") and not registry.auth_required:
+        registry.head_digest(entry.digest)
 
 
 def _hit(store: ImageCache, entry: Entry) -> CachedImage:

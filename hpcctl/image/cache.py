@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from hpcctl.image.errors import NoSpace
 
@@ -183,6 +183,17 @@ class ImageCache:
                            lock_path=str(self.use_lock_path(entry.digest)))
 
     # --- writing (under pull_lock) ---------------------------------------------------------------------------
+    def single_flight(self, digest: str, build: Callable[[], Entry]) -> tuple[Entry, bool]:
+        """The entry for ``digest``, made by ``build()`` unless another process made it while this one waited for
+        the image's pull lock; (entry, whether this process built it). ``build`` publishes its entry."""
+        self.prepare()
+        with self.pull_lock(digest):
+            entry = self.lookup(digest)
+            if entry is not None:
+                return entry, False
+            self.clean_partials(digest)
+            return build(), True
+
     def partial_path(self, digest: str) -> Path:
         return self.tmp / f"{key_of(digest)}.{os.getpid()}.sqsh"
 
@@ -243,6 +254,15 @@ class ImageCache:
 
     def disk_usage(self) -> int:
         return sum(e.size for e in self.entries()) + sum(p.stat().st_size for p in self.blob_files())
+
+
+def find(stores: list[ImageCache], digest: str) -> tuple[ImageCache, Entry] | None:
+    """The first of ``stores`` that holds a valid entry for ``digest``, with that entry."""
+    for store in stores:
+        entry = store.lookup(digest)
+        if entry:
+            return store, entry
+    return None
 
 
 def _pid_alive(pid: str) -> bool:

@@ -12,7 +12,7 @@ import os
 import pwd
 import tarfile
 
-from hpcctl.image.cache import CachedImage, ImageCache, ImageConfig
+from hpcctl.image.cache import CachedImage, ImageCache, ImageConfig, find
 from hpcctl.image.errors import AuthDenied, NotFound, RegistryUnreachable
 from hpcctl.image.flatten import Flattener
 from hpcctl.image.layers import GZIP_MAGIC
@@ -63,20 +63,12 @@ def ensure(ref: DaemonImage, stores: list[ImageCache], site: SiteConfig, progres
     check_user_may_use_daemon(uid)
     image = _get(ref.name)
     digest = image.id
-    for store in stores:
-        entry = store.lookup(digest)
-        if entry:
-            store.touch(digest)
-            return store.as_image(entry)
-    target = stores[-1]
-    target.prepare()
-    with target.pull_lock(digest):
-        entry = target.lookup(digest)
-        if entry is None:
-            target.clean_partials(digest)
-            entry = _convert(target, image, digest, str(ref), site.cache.compression, progress)
-    target.touch(digest)
-    return target.as_image(entry)
+    store, entry = find(stores, digest) or (stores[-1], None)
+    if entry is None:
+        entry, _ = store.single_flight(
+            digest, lambda: _convert(store, image, digest, str(ref), site.cache.compression, progress))
+    store.touch(digest)
+    return store.as_image(entry)
 
 
 def _convert(cache: ImageCache, image, digest: str, reference: str, compression: str, progress: Progress):

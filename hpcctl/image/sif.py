@@ -51,20 +51,19 @@ def as_cached_image(path: Path, cache: ImageCache | None = None) -> CachedImage:
     digest = key(path)
     entry = cache.lookup(digest)
     if entry is None:
-        cache.prepare()
-        with cache.pull_lock(digest):
-            entry = cache.lookup(digest)
-            if entry is None:
-                partition = system_partition(tool, path)
-                partial = cache.partial_path(digest)
-                try:
-                    with open(partial, "wb") as out:
-                        subprocess.run([tool, "sif", "dump", partition, str(path)], stdout=out, check=True,
-                                       timeout=3600)
-                    entry = cache.publish(digest, partial, {"reference": str(path), "layers": [],
-                                                            "config": ImageConfig().to_dict(),
-                                                            "auth_required": False, "source": "sif"})
-                finally:
-                    partial.unlink(missing_ok=True)
+        entry, _ = cache.single_flight(digest, lambda: _dump(tool, path, digest, cache))
     cache.touch(digest)
     return cache.as_image(entry)
+
+
+def _dump(tool: str, path: Path, digest: str, cache: ImageCache):
+    partition = system_partition(tool, path)
+    partial = cache.partial_path(digest)
+    try:
+        with open(partial, "wb") as out:
+            subprocess.run([tool, "sif", "dump", partition, str(path)], stdout=out, check=True, timeout=3600)
+        return cache.publish(digest, partial, {"reference": str(path), "layers": [],
+                                               "config": ImageConfig().to_dict(), "auth_required": False,
+                                               "source": "sif"})
+    finally:
+        partial.unlink(missing_ok=True)

@@ -7,20 +7,11 @@ the container's linker cache, others are reported in the plan's notes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import yaml
 
 from hpcctl.errors import HpcctlError
+from hpcctl.inject.injection import Injection
 from hpcctl.runtime.plan import EnvOp, PlanMount
-
-
-@dataclass
-class CdiEdits:
-    mounts: list[PlanMount] = field(default_factory=list)
-    env: list[EnvOp] = field(default_factory=list)
-    ldconfig: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def load(path: str) -> dict:
@@ -36,7 +27,7 @@ def load(path: str) -> dict:
     return spec
 
 
-def _apply(edits: dict, out: CdiEdits, why: str) -> None:
+def _apply(edits: dict, out: Injection, why: str) -> None:
     for node in edits.get("deviceNodes") or ():
         host = node.get("hostPath") or node["path"]
         out.mounts.append(PlanMount(host, node["path"], kind="dev", readonly=False, create="file", why=why))
@@ -55,7 +46,7 @@ def _apply(edits: dict, out: CdiEdits, why: str) -> None:
             out.notes.append(f"CDI hook not run: {' '.join(args)}")
 
 
-def edits_for(path: str, names: list[str]) -> CdiEdits:
+def edits_for(path: str, names: list[str]) -> Injection:
     """The edits for devices ``names`` of the spec at ``path``: the common edits first, then each device's."""
     spec = load(path)
     devices = {str(d.get("name")): d for d in spec["devices"]}
@@ -63,7 +54,7 @@ def edits_for(path: str, names: list[str]) -> CdiEdits:
     if missing:
         raise HpcctlError(f"CDI spec {path} has no device {', '.join(missing)} (it has: {', '.join(devices)})",
                           "regenerate the spec on this node with nvidia-ctk cdi generate")
-    out = CdiEdits()
+    out = Injection()
     _apply(spec.get("containerEdits") or {}, out, f"CDI {spec['kind']}: common edits")
     for name in names:
         _apply(devices[name].get("containerEdits") or {}, out, f"CDI {spec['kind']}={name}: allocated GPU")

@@ -14,12 +14,12 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import ldcache
 from hpcctl.inject import cdi, gres
 from hpcctl.inject.layout import BINDIR, HOST_PATH, LIBDIR
+from hpcctl.inject.injection import Injection
 from hpcctl.inject.step import StepInfo
 from hpcctl.runtime.plan import EnvOp, PlanMount
 from hpcctl.site.config import SiteConfig
@@ -31,14 +31,6 @@ NVIDIA_IMAGE_ENV = ("NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVI
                     "NVIDIA_DISABLE_REQUIRE", "NVIDIA_REQUIRE_DRIVER", "NVIDIA_MIG_CONFIG_DEVICES",
                     "NVIDIA_MIG_MONITOR_DEVICES", "NVIDIA_PRODUCT_NAME", "NVIDIA_CUDA_END_OF_LIFE")
 _DRIVER_STYLE = re.compile(r"^\d{3,}\.\d+(\.\d+)?$")
-
-
-@dataclass
-class GpuPlan:
-    mounts: list[PlanMount] = field(default_factory=list)
-    env: list[EnvOp] = field(default_factory=list)
-    ldconfig: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def remap(gpus: tuple[int, ...]) -> str:
@@ -99,7 +91,7 @@ def _device_target(path: str) -> str:
     return path
 
 
-def _devices(site: SiteConfig, step: StepInfo, out: GpuPlan) -> None:
+def _devices(site: SiteConfig, step: StepInfo, out: Injection) -> None:
     for index, path in zip(step.gpus, device_files(site, step)):
         if not os.path.exists(path):
             raise HpcctlError(f"GPU {index} of node {step.node}: device {path} does not exist",
@@ -114,7 +106,7 @@ def _devices(site: SiteConfig, step: StepInfo, out: GpuPlan) -> None:
             out.notes.append(f"control device {path} not on this node; skipped")
 
 
-def _libraries(site: SiteConfig, out: GpuPlan) -> None:
+def _libraries(site: SiteConfig, out: Injection) -> None:
     version = driver_version(site)
     if version is None:
         out.notes.append("driver version unknown (no /proc/driver/nvidia/version, no nvidia-smi): "
@@ -143,7 +135,7 @@ def _libraries(site: SiteConfig, out: GpuPlan) -> None:
             out.ldconfig = True
 
 
-def _binaries(site: SiteConfig, out: GpuPlan) -> None:
+def _binaries(site: SiteConfig, out: Injection) -> None:
     for name in site.gpu.binaries:
         path = find_binary(name)
         if path:
@@ -153,19 +145,15 @@ def _binaries(site: SiteConfig, out: GpuPlan) -> None:
             out.notes.append(f"GPU utility {name} not found on this node; skipped")
 
 
-def plan(site: SiteConfig, step: StepInfo, image_env: Mapping[str, str] | None = None) -> GpuPlan:
+def plan(site: SiteConfig, step: StepInfo, image_env: Mapping[str, str] | None = None) -> Injection:
     """``image_env``: the image's ENV; None when unknown, then every variable NVIDIA's images set is dropped."""
-    out = GpuPlan()
+    out = Injection()
     if not step.gpus:
         names = NVIDIA_IMAGE_ENV if image_env is None else sorted(k for k in image_env if k.startswith("NVIDIA_"))
         out.env += [EnvOp("unset", n, why="no GPU allocated: drop the image's NVIDIA settings") for n in names]
         return out
     if site.gpu.cdi_spec and os.path.exists(site.gpu.cdi_spec):
-        edits = cdi.edits_for(site.gpu.cdi_spec, [str(i) for i in step.gpus])
-        out.mounts += edits.mounts
-        out.env += edits.env
-        out.ldconfig = edits.ldconfig
-        out.notes += edits.notes
+        out.add(cdi.edits_for(site.gpu.cdi_spec, [str(i) for i in step.gpus]))
     else:
         if site.gpu.cdi_spec:
             out.notes.append(f"CDI spec {site.gpu.cdi_spec} not on this node; using gpu.driver_libraries")

@@ -10,12 +10,12 @@ their slurmstepd.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import elf, ldcache
 from hpcctl.inject import abi, glibc
 from hpcctl.inject.container_libs import ImageLibraries
+from hpcctl.inject.injection import Injection
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
 from hpcctl.runtime.plan import EnvOp, PlanMount
@@ -25,14 +25,6 @@ NO_MPI = "none"
 # What a PMIx v4 server exports, and the MCA name an older or newer PMIx client reads instead (as Sarus maps them).
 PMIX_ENV_MAP = {"PMIX_PTL_MODULE": "PMIX_MCA_ptl", "PMIX_SECURITY_MODE": "PMIX_MCA_psec",
                 "PMIX_GDS_MODULE": "PMIX_MCA_gds"}
-
-
-@dataclass
-class MpiPlan:
-    mounts: list[PlanMount] = field(default_factory=list)
-    env: list[EnvOp] = field(default_factory=list)
-    ldconfig: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def select(site: SiteConfig, choice: str | None) -> MpiFlavour | None:
@@ -80,7 +72,8 @@ def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
     return f"{choose}, or --container-mpi={NO_MPI} to use the image's own MPI"
 
 
-def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageLibraries, out: MpiPlan) -> None:
+def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageLibraries,
+                  out: Injection) -> None:
     real, host = host_library(name, site, flavour)
     candidates = libs.named(host.linker)
     if not candidates:
@@ -100,7 +93,7 @@ def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageL
                                     f"{chosen.version.text} (abi_check {flavour.abi_check})"))
 
 
-def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: MpiPlan) -> None:
+def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: Injection) -> None:
     real, _ = host_library(name, site, flavour)
     target = f"{LIBDIR}/{_soname(name, real)}"
     out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
@@ -121,7 +114,7 @@ def _check_glibc(libs: ImageLibraries, flavour: MpiFlavour, host_files: list[str
                 "use the image's own MPI")
 
 
-def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -> None:
+def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
     for mount in flavour.binds:
         source = mount.source.replace("%n", step.node)
         if not os.path.exists(source):
@@ -147,7 +140,7 @@ def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:
     return dirs
 
 
-def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -> None:
+def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
     for path, why in pmix_dirs(site, step):
         if os.path.isdir(path):
             out.mounts.append(PlanMount(path, path, readonly=False, create="dir", why=why))
@@ -158,8 +151,8 @@ def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: MpiPlan) -
             out.env.append(EnvOp("set", client, step.env[server], f"PMIx client setting from {server}"))
 
 
-def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> MpiPlan:
-    out = MpiPlan()
+def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> Injection:
+    out = Injection()
     flavour = select(site, step.mpi)
     if flavour is None:
         return out

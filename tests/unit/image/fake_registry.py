@@ -10,6 +10,8 @@ import json
 import threading
 from dataclasses import dataclass, field
 
+from image_layers import e, gz_layer
+
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -128,3 +130,29 @@ class FakeRegistry:
 
     def count(self, kind: str) -> int:
         return sum(1 for _, path in self.log if f"/{kind}/" in path)
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push(reg: FakeRegistry, repo: str, tag: str, layers_bottom_up: list, env=("PATH=/bin",)) -> str:
+    descriptors, diff_ids = [], []
+    for entries in layers_bottom_up:
+        blob, digest, diff_id = gz_layer(entries)
+        reg.blobs[digest] = blob
+        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
+                            "size": len(blob)})
+        diff_ids.append(diff_id)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": list(env), "Cmd": ["/bin/sh"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    config_digest = reg.add_blob(config)
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                           "size": len(config)},
+                "layers": descriptors}
+    return reg.add_manifest(repo, tag, manifest, OCI_MANIFEST)
+
+
+SMALL = [[e("bin", "dir"), e("bin/sh", data=b"#!shell", mode=0o755), e("etc", "dir"),
+          e("etc/motd", data=b"hello")],
+         [e("etc", "dir"), e("etc/.wh.motd"), e("etc/os-release", data=b"ID=test\n")]]

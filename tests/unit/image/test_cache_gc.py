@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import SMALL, push
+from fake_registry import SMALL, push
 from hpcctl.errors import HpcctlError
 from hpcctl.image import api, gc
 from hpcctl.image.cache import ImageCache

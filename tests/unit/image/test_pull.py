@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import SMALL, push
+from fake_registry import SMALL, push
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import AuthDenied, DigestMismatch, NoSpace, NotFound, RegistryError, RegistryUnreachable
