@@ -7,6 +7,7 @@ A job with several tasks or MPI keeps the batch script on the host and starts th
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -27,9 +28,15 @@ def uses_srun(job: JobSpec) -> bool:
     return job.tasks > 1 or job.mpi is not None
 
 
-def sbatch_escape(value: str) -> str:
-    """sbatch stops reading an #SBATCH line at '#': escape it as '\\#' (e.g. nvcr.io#nvidia/pytorch)."""
-    return value.replace("#", "\\#")
+def sbatch_quote(arg: str) -> str:
+    """One sbatch argument as an #SBATCH line must spell it. sbatch splits the line at blanks, ends it at an
+    unquoted '#', and reads "..." and backslash escapes: '#' becomes '\\#' (nvcr.io#nvidia/x, as pyxis documents),
+    a value with blanks, quotes or backslashes goes in double quotes."""
+    if not re.search(r"[\s\"'\\]", arg):
+        return arg.replace("#", "\\#")
+    option, eq, value = arg.partition("=")
+    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{option}={quoted}" if eq else quoted
 
 
 def plugin_image(image: str) -> str:
@@ -74,28 +81,14 @@ def host_mpi_env(job: JobSpec, site: SiteConfig) -> dict:
 
 def sbatch_directives(job: JobSpec) -> list[str]:
     res = job.resources
-    out = [f"--job-name={job.name}"]
-    if res.partition:
-        out.append(f"--partition={res.partition}")
-    if res.account:
-        out.append(f"--account={res.account}")
-    if res.qos:
-        out.append(f"--qos={res.qos}")
-    out += [f"--nodes={res.nodes}", f"--ntasks-per-node={res.tasks_per_node}"]
-    if res.cpus_per_task:
-        out.append(f"--cpus-per-task={res.cpus_per_task}")
-    if res.memory:
-        out.append(f"--mem={parse_size(res.memory) >> 20}M")
-    if res.gpus:
-        out.append(f"--gres=gpu:{res.gpu_type + ':' if res.gpu_type else ''}{res.gpus}")
-    if res.time:
-        out.append(f"--time={res.time}")
-    if job.array is not None:
-        out.append(f"--array={job.array}")
-    out.append(f"--output={job.output_pattern}")
-    if job.stderr:
-        out.append(f"--error={job.stderr}")
-    return out + list(job.sbatch_args)
+    options = {
+        "job-name": job.name, "partition": res.partition, "account": res.account, "qos": res.qos,
+        "nodes": res.nodes, "ntasks-per-node": res.tasks_per_node, "cpus-per-task": res.cpus_per_task,
+        "mem": f"{parse_size(res.memory) >> 20}M" if res.memory else None,
+        "gres": f"gpu:{res.gpu_type + ':' if res.gpu_type else ''}{res.gpus}" if res.gpus else None,
+        "time": res.time, "array": job.array, "output": job.output_pattern, "error": job.stderr,
+    }
+    return [f"--{name}={value}" for name, value in options.items() if value is not None] + list(job.sbatch_args)
 
 
 def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
@@ -104,7 +97,7 @@ def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     environment = {**host_mpi_env(job, site), **job.environment}
     sbatch = sbatch_directives(job)
     if not uses_srun(job):
-        return Launch(sbatch=tuple(sbatch + [sbatch_escape(o) for o in container]),
+        return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch + container),
                       environment=tuple(environment.items()), srun=None, command=job.shell_command)
     srun = []
     if job.mpi is not None:
@@ -112,5 +105,5 @@ def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     srun += [shlex.quote(o) for o in container]
     per_task_shell = not isinstance(job.command, tuple)
     command = f"sh -c {shlex.quote(job.shell_command)}" if per_task_shell else job.shell_command
-    return Launch(sbatch=tuple(sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command,
+    return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command,
                   per_task_shell=per_task_shell)

@@ -11,7 +11,7 @@ from hpcctl.site.config import load_site
 
 REPO = Path(__file__).resolve().parents[3]
 SANDBOX = load_site(REPO / "site-configs" / "sandbox.yaml")
-GPU_IB = load_site(REPO / "tests" / "unit" / "render" / "sites" / "gpu-ib.yaml")
+GPU_IB = load_site(REPO / "site-configs" / "gpu-ib-example.yaml")
 
 
 def site_problems(text: str, site=SANDBOX) -> list[str]:
@@ -49,9 +49,12 @@ def test_unknown_partition_mount_policy_and_mpi_flavour():
 
 
 def test_gpus_on_a_partition_without_gpus_and_the_default_partition():
-    assert site_problems("name: x\ncommand: echo\nresources: {gpus: 1}\n", GPU_IB) == [
+    assert site_problems("name: x\ncommand: echo\nresources: {partition: cpu, gpus: 1}\n", GPU_IB) == [
         "job.yaml:3: resources.gpus: 1 GPUs per node exceed partition 'cpu' limit of 0 (pick a partition with GPUs)"]
-    check_job_file(parse_job_file("name: x\ncommand: e\nresources: {partition: gpu, gpus: 8, gpu_type: h100, "
+    assert site_problems("name: x\ncommand: echo\nresources: {gpus: 8, gpu_type: h100}\n", GPU_IB) == [
+        "job.yaml:3: resources.gpus: 8 GPUs per node exceed partition 'gpu' limit of 4 (ask for at most 4)",
+        "job.yaml:3: resources.gpu_type: GPU type 'h100' is not in partition 'gpu' (use one of: a100)"]
+    check_job_file(parse_job_file("name: x\ncommand: e\nresources: {partition: gpu-h100, gpus: 8, gpu_type: h100, "
                                   "time: '1-00:00:00'}\n", "job.yaml"), GPU_IB)
 
 

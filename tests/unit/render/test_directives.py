@@ -8,7 +8,7 @@ import pytest
 from hpcctl.cli import build_parser
 from hpcctl.cli.completion import bash_script
 from hpcctl.jobspec.load import parse_job_file
-from hpcctl.render.directives import plugin_image, sbatch_escape, uses_srun
+from hpcctl.render.directives import plugin_image, sbatch_quote, uses_srun
 from hpcctl.runs.submit import dependency_args, dry_run_commands
 
 
@@ -25,8 +25,16 @@ def test_plugin_image_uses_the_enroot_registry_form(ref, expected):
     assert plugin_image(ref) == expected
 
 
-def test_sbatch_escape():
-    assert sbatch_escape("--container-image=nvcr.io#nvidia/x") == "--container-image=nvcr.io\\#nvidia/x"
+@pytest.mark.parametrize("arg,line", [
+    ("--container-image=nvcr.io#nvidia/x", "--container-image=nvcr.io\\#nvidia/x"),
+    ("--exclusive", "--exclusive"),
+    ("--output=my logs/%j.out", '--output="my logs/%j.out"'),
+    ("--comment=it's a \"b\"#c\\d", '--comment="it\'s a \\"b\\"#c\\\\d"'),
+])
+def test_sbatch_quote_keeps_each_argument_whole(arg, line):
+    """sbatch splits an #SBATCH line at blanks, ends it at '#' and honours "..." and backslashes; the lines here
+    were checked with sbatch 22.05 (scontrol show job printed the value back unchanged)."""
+    assert sbatch_quote(arg) == line
 
 
 def test_srun_only_for_several_tasks_or_mpi():

@@ -9,6 +9,7 @@
 #SBATCH --error=logs/%x-%j.err
 #SBATCH --exclusive
 #SBATCH --mail-type=END
+#SBATCH --comment="preprocess #1, see README"
 #SBATCH --container-image=nvcr.io\#nvidia/pytorch:24.01-py3
 #SBATCH --container-mounts=/data/in:/in:ro,/scratch/run:/out
 #SBATCH --container-workdir=/out

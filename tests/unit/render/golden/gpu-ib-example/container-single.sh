@@ -9,13 +9,14 @@
 #SBATCH --error=logs/%x-%j.err
 #SBATCH --exclusive
 #SBATCH --mail-type=END
+#SBATCH --comment="preprocess #1, see README"
 #SBATCH --container-image=nvcr.io\#nvidia/pytorch:24.01-py3
 #SBATCH --container-mounts=/data/in:/in:ro,/scratch/run:/out
 #SBATCH --container-workdir=/out
 #SBATCH --container-env=HF_TOKEN
 #SBATCH --container-readonly
 #SBATCH --container-entrypoint
-# Rendered by hpcctl from job 'preprocess' for cluster 'gpu-ib'.
+# Rendered by hpcctl from job 'preprocess' for cluster 'gpuib'.
 set -e
 export STAGE=preprocess
 export DEBUG=true

@@ -4,7 +4,7 @@
 #SBATCH --ntasks-per-node=4
 #SBATCH --time=01:00:00
 #SBATCH --output=allreduce-%j.out
-# Rendered by hpcctl from job 'allreduce' for cluster 'gpu-ib'.
+# Rendered by hpcctl from job 'allreduce' for cluster 'gpuib'.
 set -e
 export NCCL_DEBUG=INFO
 # shellcheck disable=SC2016  # $VARIABLES in the quoted command expand in each task
