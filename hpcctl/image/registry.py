@@ -102,6 +102,11 @@ class Registry:
                 resp = self.session.request(method, url, headers=headers, stream=stream,
                                             timeout=(min(10.0, self.settings.timeout_s), self.settings.timeout_s),
                                             allow_redirects=True)
+            except requests.exceptions.SSLError:
+                raise RegistryUnreachable(
+                    f"cannot reach registry {url.split('/')[2]}: TLS handshake failed",
+                    "list it under registries.insecure in the site config if it serves plain HTTP; otherwise "
+                    "check its certificate") from None
             except requests.RequestException as exc:
                 if attempt >= self.settings.retries:
                     host = url.split("/")[2]

@@ -1,5 +1,5 @@
 """A small in-process OCI registry for unit tests of failure paths the real sandbox registry cannot produce on
-demand: 5xx and 429 answers, connection resets mid-blob, token auth, wrong digests."""
+demand: 5xx and 429 answers, connection resets, a registry that never answers, token auth, wrong digests."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import base64
 import hashlib
 import http.server
 import json
+import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 
-from image_layers import e, gz_layer
+from image_layers import e, gz_layer, tar_bytes
 
 
 def digest_of(data: bytes) -> str:
@@ -21,9 +23,10 @@ def digest_of(data: bytes) -> str:
 class FakeRegistry:
     manifests: dict = field(default_factory=dict)  # (repo, ref) -> (media type, body)
     blobs: dict = field(default_factory=dict)  # digest -> bytes
-    fail_next: list = field(default_factory=list)  # statuses to answer before serving normally
+    fail_next: list = field(default_factory=list)  # statuses (or "reset": close without answering) to answer first
     reset_blob_after: int | None = None  # close the connection after this many bytes, once
-    auth: str | None = None  # None, "basic" or "bearer"
+    auth: str | None = None  # None, "basic", "bearer" or "bearer-anonymous" (tokens for anyone, as Docker Hub)
+    stall_s: float = 0.0  # wait this long before answering a manifest request
     user: str = "alice"
     password: str = "secret"
     corrupt: set = field(default_factory=set)  # digests served with a flipped byte
@@ -55,7 +58,7 @@ class FakeRegistry:
                 if registry.auth == "basic":
                     good = "Basic " + base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
                     return header == good
-                if registry.auth == "bearer":
+                if registry.auth in ("bearer", "bearer-anonymous"):
                     return header == "Bearer good-token"
                 return True
 
@@ -75,11 +78,16 @@ class FakeRegistry:
                 registry.log.append((self.command, self.path))
                 if self.path.startswith("/token"):
                     good = "Basic " + base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
-                    if self.headers.get("Authorization") != good:
+                    sent = self.headers.get("Authorization")
+                    if sent != good and not (registry.auth == "bearer-anonymous" and sent is None):
                         return self._send(401)
                     return self._send(200, json.dumps({"token": "good-token"}).encode())
                 if registry.fail_next:
                     status = registry.fail_next.pop(0)
+                    if status == "reset":
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     return self._send(status, headers={"Retry-After": "0"} if status == 429 else {}, head=head)
                 if not self._authorized():
                     host = self.headers["Host"]
@@ -90,6 +98,7 @@ class FakeRegistry:
                 kind_index = max(i for i, p in enumerate(parts) if p in ("manifests", "blobs"))
                 repo, kind, ref = "/".join(parts[2:kind_index]), parts[kind_index], parts[kind_index + 1]
                 if kind == "manifests":
+                    time.sleep(registry.stall_s)
                     if (repo, ref) not in registry.manifests:
                         return self._send(404, head=head)
                     media_type, body = registry.manifests[(repo, ref)]
@@ -133,24 +142,42 @@ class FakeRegistry:
 
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+LAYER_TYPES = {  # compression -> (OCI, Docker) layer media type
+    "gzip": ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+    "zstd": ("application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.zstd"),
+    "none": ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"),
+}
 
 
-def push(reg: FakeRegistry, repo: str, tag: str, layers_bottom_up: list, env=("PATH=/bin",)) -> str:
+def layer_blob(entries: list, compression: str) -> tuple[bytes, str]:
+    """(blob, diff_id) of one layer compressed with gzip, zstd or not at all."""
+    raw = tar_bytes(entries)
+    blob = {"gzip": lambda: gz_layer(entries)[0], "none": lambda: raw,
+            "zstd": lambda: subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout}
+    return blob[compression](), digest_of(raw)
+
+
+def push(reg: FakeRegistry, repo: str, tag: str, layers_bottom_up: list, env=("PATH=/bin",),
+         compressions: tuple[str, ...] = (), docker: bool = False) -> str:
+    """Push an image; layer i is compressed with ``compressions[i]`` (default gzip); ``docker``: Docker v2 schema 2
+    media types instead of OCI's. Returns the manifest digest."""
     descriptors, diff_ids = [], []
-    for entries in layers_bottom_up:
-        blob, digest, diff_id = gz_layer(entries)
-        reg.blobs[digest] = blob
-        descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
+    for number, entries in enumerate(layers_bottom_up):
+        compression = compressions[number] if number < len(compressions) else "gzip"
+        blob, diff_id = layer_blob(entries, compression)
+        descriptors.append({"mediaType": LAYER_TYPES[compression][docker], "digest": reg.add_blob(blob),
                             "size": len(blob)})
         diff_ids.append(diff_id)
     config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": list(env), "Cmd": ["/bin/sh"]},
                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    config_digest = reg.add_blob(config)
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
-                           "size": len(config)},
+    media_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
+    config_type = "application/vnd.docker.container.image.v1+json" if docker else \
+        "application/vnd.oci.image.config.v1+json"
+    manifest = {"schemaVersion": 2, "mediaType": media_type,
+                "config": {"mediaType": config_type, "digest": reg.add_blob(config), "size": len(config)},
                 "layers": descriptors}
-    return reg.add_manifest(repo, tag, manifest, OCI_MANIFEST)
+    return reg.add_manifest(repo, tag, manifest, media_type)
 
 
 SMALL = [[e("bin", "dir"), e("bin/sh", data=b"#!shell", mode=0o755), e("etc", "dir"),
