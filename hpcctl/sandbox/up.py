@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -127,6 +128,16 @@ def _clear_tmpfs(node: str) -> None:
             entry.unlink(missing_ok=True)
 
 
+def _clear_cgroups(node: str) -> None:
+    """Remove a stopped node's leftover job cgroups (Slurm 22.05 leaves some behind). A job that got the id of an
+    earlier one inherited its device rules, and could not open even the GPU it was given."""
+    for top in Path("/sys/fs/cgroup").glob(f"*/slurm_{node}"):
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+            if folder != str(top):
+                with contextlib.suppress(OSError):  # a cgroup that still has processes stays
+                    os.rmdir(folder)
+
+
 def _site_config() -> bool:
     return slurm_conf.write_if_changed(L.SITE_FILE, REPO_SITE.read_text())
 
@@ -183,6 +194,7 @@ def up(quiet: bool = False, images: bool = True) -> int:
     for node in L.NODES:
         if not slurmd(node).pid():
             _clear_tmpfs(node)
+            _clear_cgroups(node)
         _start(slurmd(node), lambda node=node: node in _node_states(), report)
     _wait_nodes_idle()
     report.step("nodes", ", ".join(f"{n} idle" for n in L.NODES))
