@@ -9,72 +9,85 @@ import sys
 
 from hpcctl.cli.output import print_json, print_table
 
-EXAMPLE = "hpcctl submit examples/hello.yaml --wait"
+JOB_HELP = "job id (123), array task (123_4) or run bundle directory"
 
 
 def register(sub) -> None:
-    def command(name: str, help: str, func, description: str | None = None) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help, description=description or help)
-        parser.add_argument("--site", metavar="NAME|FILE", default=argparse.SUPPRESS,
-                            help="site config (default: $HPCCTL_SITE, your config, /etc/hpcctl/site.yaml, "
-                                 "then the one named after Slurm's ClusterName)")
+    def command(name: str, help: str, func, description: str, site: bool = False) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help, description=description)
+        if site:
+            parser.add_argument("--site", metavar="NAME|FILE", default=argparse.SUPPRESS,
+                                help="site config (default: $HPCCTL_SITE, then `site:` in your config, then "
+                                     "/etc/hpcctl/site.yaml, then the one named after Slurm's ClusterName)")
         parser.set_defaults(func=func)
         return parser
 
     submit = command("submit", "validate, render and submit a job spec", run_submit,
-                     "Check FILE against the schema and the site's limits, render each job's batch script, submit "
-                     "it (pipelines: dependencies first) and keep a run bundle per job. SBATCH_* variables from "
-                     f"your shell are left out unless --keep-sbatch-env. Example: {EXAMPLE}")
-    submit.add_argument("file", help="job spec (YAML): one job, or a list of jobs for a pipeline")
+                     "Check SPEC against the schema and the site's limits (every problem at once, with file:line), "
+                     "render each job's batch script, submit it with sbatch (a pipeline: dependencies first) and "
+                     "keep a run bundle per job. Prints the job ids. SBATCH_* variables from your shell are left "
+                     "out unless --keep-sbatch-env. Example: hpcctl submit examples/hello.yaml --wait", site=True)
+    submit.add_argument("file", metavar="SPEC", help="job spec (YAML): one job, or a list of jobs for a pipeline")
     out = submit.add_mutually_exclusive_group()
-    out.add_argument("--parsable", action="store_true", help="print only JOBID[;CLUSTER], one line per job")
+    out.add_argument("--parsable", action="store_true",
+                     help="print only JOBID[;CLUSTER], one line per job, e.g. for JID=$(hpcctl submit --parsable ...)")
     out.add_argument("--json", action="store_true", help="print the submitted jobs as JSON")
     mode = submit.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch commands; submit nothing")
+    mode.add_argument("--dry-run", action="store_true",
+                      help="print each batch script and its sbatch command; submit nothing")
     mode.add_argument("--test-only", action="store_true",
                       help="ask Slurm whether and when the jobs would start (sbatch --test-only); queue nothing")
     mode.add_argument("--wait", action="store_true",
-                      help="follow the jobs to their end, print their output (on stderr with --parsable or --json), "
-                           "exit non-zero if one failed")
-    submit.add_argument("--timeout", type=float, metavar="SECONDS", help="with --wait: give up after this long")
+                      help="follow the jobs to their end and print their output (on stderr with --parsable or "
+                           "--json); exit 1 if one did not complete")
+    submit.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="with --wait: stop waiting after this long (the jobs keep running)")
     submit.add_argument("--keep-sbatch-env", action="store_true",
                         help="let inherited SBATCH_* variables change the job (they are warned about either way)")
 
-    render = command("render", "print the batch script(s) a job spec becomes", run_render)
-    render.add_argument("file", help="job spec (YAML)")
+    render = command("render", "print the batch script(s) a job spec becomes", run_render,
+                     "Check SPEC like `submit` does and print the batch script of each job, exactly as it would "
+                     "be submitted. Example: hpcctl render examples/pipeline.yaml --job train", site=True)
+    render.add_argument("file", metavar="SPEC", help="job spec (YAML)")
     render.add_argument("--job", metavar="NAME", help="only this job of a pipeline")
 
     status = command("status", "show the state of jobs", run_status,
-                     "State of jobs by id (123, 123_4 for an array task) or run bundle; uses squeue, then "
-                     "scontrol, then sacct where accounting exists.")
-    status.add_argument("jobs", nargs="+", metavar="JOB", help="job id, array task id, or run bundle")
+                     "State, exit code, nodes and pending reason of jobs, one line per job or array task. Works "
+                     "without accounting: squeue first, then scontrol, then sacct where slurmdbd answers.")
+    status.add_argument("jobs", nargs="+", metavar="JOB", help=JOB_HELP)
     status.add_argument("--json", action="store_true", help="print as JSON")
 
-    logs = command("logs", "print a job's output", run_logs)
-    logs.add_argument("job", metavar="JOB", help="job id, array task id, or run bundle")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing output until the job ends")
+    logs = command("logs", "print a job's output", run_logs,
+                   "Print the output file of a job, or of every task of an array; found through Slurm while it "
+                   "knows the job, else through the run bundle.")
+    logs.add_argument("job", metavar="JOB", help=JOB_HELP)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output until the job ends")
 
-    cancel = command("cancel", "cancel jobs", run_cancel)
-    cancel.add_argument("jobs", nargs="+", metavar="JOB", help="job id, array task id, or run bundle")
+    cancel = command("cancel", "cancel jobs", run_cancel, "Cancel jobs, single array tasks or the job of a run bundle "
+                                                          "(scancel).")
+    cancel.add_argument("jobs", nargs="+", metavar="JOB", help=JOB_HELP)
 
-    listing = command("list", "list your recent submissions and their states", run_list)
+    listing = command("list", "list your recent submissions and their states", run_list,
+                      "Your run bundles, newest first, with the state Slurm reports now ('gone' once Slurm has "
+                      "forgotten a job and there is no accounting).")
     listing.add_argument("--last", type=int, default=20, metavar="N", help="how many (default 20)")
     listing.add_argument("--json", action="store_true", help="print as JSON")
 
-    schema = sub.add_parser("schema", help="print the job spec JSON Schema",
-                            description="Print the JSON Schema of job specs, for editor completion and CI linting.")
-    schema.set_defaults(func=run_schema)
+    command("schema", "print the job spec JSON Schema", run_schema,
+            "Print the JSON Schema of job specs, for editor completion and CI linting: "
+            "hpcctl schema > ~/.config/hpcctl/job-spec.schema.json")
 
-    config = command("config", "show effective settings and where each comes from", run_config_show)
+    config = command("config", "show effective settings and where each comes from", run_config_show,
+                     "Print the site config in force, resource defaults, the run bundle directory and the Slurm "
+                     "backend, each with where it came from (command line, environment, which file and line).",
+                     site=True)
     config.add_argument("action", choices=["show"], help="show: print the effective settings")
     config.add_argument("--json", action="store_true", help="print as JSON")
 
-    completion = sub.add_parser("completion", help="print a shell completion script",
-                                description="Print a bash completion script: "
-                                            "`source <(hpcctl completion bash)` or save it under "
-                                            "/etc/bash_completion.d/hpcctl.")
-    completion.add_argument("shell", choices=["bash"])
-    completion.set_defaults(func=run_completion)
+    completion = command("completion", "print a shell completion script", run_completion,
+                         "Print a bash completion script: `source <(hpcctl completion bash)`, or save it as "
+                         "/etc/bash_completion.d/hpcctl.")
+    completion.add_argument("shell", choices=["bash"], help="the shell to complete in")
 
 
 def _site_and_defaults(args):
@@ -86,18 +99,19 @@ def _site_and_defaults(args):
 
 
 def run_submit(args) -> int:
+    from hpcctl.errors import HpcctlError
     from hpcctl.jobspec.load import load_job_file
     from hpcctl.runs import follow
     from hpcctl.runs.submit import dry_run_commands, submit_file
     from hpcctl.slurm.backend import select_backend
 
+    if args.timeout is not None and not args.wait:
+        raise HpcctlError("--timeout applies only while waiting", "add --wait, or drop --timeout")
     site, defaults = _site_and_defaults(args)
-    jobs = load_job_file(args.file, defaults)
+    jobs = load_job_file(args.file, defaults, site)
     if args.dry_run:
-        from hpcctl.jobspec.site_check import check_job_file
         from hpcctl.render.script import render_job
 
-        check_job_file(jobs, site)
         for job, cmd in zip(jobs.jobs, dry_run_commands(jobs)):
             print(f"# {cmd}")
             print(render_job(job, site))
@@ -136,12 +150,10 @@ def _exit_for(found: dict) -> int:
 def run_render(args) -> int:
     from hpcctl.errors import HpcctlError
     from hpcctl.jobspec.load import load_job_file
-    from hpcctl.jobspec.site_check import check_job_file
     from hpcctl.render.script import render_job
 
     site, defaults = _site_and_defaults(args)
-    jobs = load_job_file(args.file, defaults)
-    check_job_file(jobs, site)
+    jobs = load_job_file(args.file, defaults, site)
     selected = [j for j in jobs.jobs if args.job in (None, j.name)]
     if not selected:
         raise HpcctlError(f"no job named '{args.job}' in {args.file}",

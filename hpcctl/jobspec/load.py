@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from hpcctl.errors import ConfigError
 from hpcctl.jobspec.model import (DEPENDENCY_KINDS, ContainerOptions, Dependency, JobFile, JobSpec, MountSpec,
                                   MpiSpec, Resources)
 from hpcctl.jobspec.schema import JOB_SCHEMA
 from hpcctl.schema.validate import Located, Problem, load_yaml, validate
+from hpcctl.site.config import SiteConfig
 
 SCHEMA_FIX = "see `hpcctl schema` for the allowed keys"
 
@@ -39,16 +42,18 @@ class _Report:
         self.problems.append(Problem(self.doc.file, self.doc.line(path), path_text(path), f"{message} ({fix})"))
 
 
-def load_job_file(path: str, defaults: dict | None = None) -> JobFile:
+def load_job_file(path: str, defaults: dict | None = None, site: SiteConfig | None = None) -> JobFile:
+    """Read, validate and type a spec; with ``site``, also check it against the site's limits, so that a spec's own
+    problems and its site problems are reported together."""
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"], "check the path to the job spec") from None
-    return parse_job_file(text, path, defaults)
+    return parse_job_file(text, path, defaults, site)
 
 
-def parse_job_file(text: str, file: str, defaults: dict | None = None) -> JobFile:
+def parse_job_file(text: str, file: str, defaults: dict | None = None, site: SiteConfig | None = None) -> JobFile:
     """Validate and type a spec. ``defaults`` fill resources the spec leaves out (user config: partition...)."""
     doc = load_yaml(text, file)
     if doc.data is None:
@@ -63,9 +68,17 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None) -> JobFil
     _check_names_and_dependencies(jobs, pipeline, report)
     unique = len({j.name for j in jobs}) == len(jobs)
     ordered = _submission_order(jobs, report) if pipeline and unique else jobs
-    if report.problems:
-        raise ConfigError([str(p) for p in sorted(report.problems, key=lambda p: p.line)], SCHEMA_FIX)
-    return JobFile(path=file, text=text, jobs=tuple(ordered), pipeline=pipeline, doc=doc)
+    loaded = JobFile(path=file, text=text, jobs=tuple(ordered), pipeline=pipeline, doc=doc)
+    site_problems = []
+    if site is not None:
+        from hpcctl.jobspec.site_check import site_problems as check_site
+
+        site_problems = check_site(loaded, site)
+    found = report.problems + site_problems
+    if found:
+        raise ConfigError([str(p) for p in sorted(found, key=lambda p: p.line)],
+                          f"site config: {site.path}" if site_problems else SCHEMA_FIX)
+    return loaded
 
 
 def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
@@ -76,16 +89,13 @@ def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
     if "container" in raw and "image" not in raw:
         report.add(at + ("container",), "container options without an image",
                    "add `image:` or remove `container:`")
-    res = {**{k: v for k, v in defaults.items() if k in Resources.__dataclass_fields__}, **raw.get("resources", {})}
+    defaulted = {k: v for k, v in defaults.items()
+                 if k in Resources.__dataclass_fields__ and k not in raw.get("resources", {})}
+    res = {**defaulted, **raw.get("resources", {})}
     if "gpu_type" in res and not res.get("gpus"):
         report.add(at + ("resources", "gpu_type"), "gpu_type without gpus", "set resources.gpus to 1 or more")
     for i, arg in enumerate(raw.get("sbatch_args", ())):
-        option = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
-        if option in MANAGED_OPTIONS:
-            report.add(at + ("sbatch_args", i), f"'{option}' is written by hpcctl",
-                       f"set {MANAGED_OPTIONS[option]} instead")
-        elif option.startswith("--container-"):
-            report.add(at + ("sbatch_args", i), f"'{option}' is written by hpcctl", "use image: and container:")
+        _check_sbatch_arg(arg, at + ("sbatch_args", i), report)
     container = raw.get("container", {})
     command = raw.get("command")
     return JobSpec(
@@ -101,7 +111,20 @@ def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
         dependencies=tuple(Dependency(kind, str(t)) for kind in DEPENDENCY_KINDS
                            for t in raw.get("dependencies", {}).get(kind, ())),
         stdout=raw.get("outputs", {}).get("stdout"), stderr=raw.get("outputs", {}).get("stderr"),
-        sbatch_args=tuple(raw.get("sbatch_args", ())))
+        sbatch_args=tuple(raw.get("sbatch_args", ())), defaulted=tuple(defaulted))
+
+
+def _check_sbatch_arg(arg: str, where: tuple, report: _Report) -> None:
+    long = arg.startswith("--")
+    option = re.split(r"[=\s]", arg, maxsplit=1)[0] if long else arg[:2]
+    if option in MANAGED_OPTIONS:
+        report.add(where, f"'{option}' is written by hpcctl", f"set {MANAGED_OPTIONS[option]} instead")
+    elif option.startswith("--container-"):
+        report.add(where, f"'{option}' is written by hpcctl", "use image: and container:")
+    elif re.search(r"\s", arg.split("=", 1)[0]):
+        value = arg[len(option):].strip()
+        report.add(where, f"'{arg}' has a blank between option and value",
+                   f"write it as one item: {option}{'=' if long else ''}{value}")
 
 
 def _env_value(value) -> str:

@@ -84,6 +84,7 @@ class JobSpec:
     stdout: str | None = None
     stderr: str | None = None
     sbatch_args: tuple[str, ...] = ()
+    defaulted: tuple[str, ...] = ()  # resources taken from the user's config defaults, not from the spec
 
     @property
     def tasks(self) -> int:

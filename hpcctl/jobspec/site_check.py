@@ -21,9 +21,13 @@ def partition_for(job: JobSpec, site: SiteConfig) -> Partition | None:
     return site.default_partition()
 
 
+def site_problems(jobs: JobFile, site: SiteConfig) -> list[Problem]:
+    return [p for job in jobs.jobs for p in _check_job(job, site, jobs.doc)]
+
+
 def check_job_file(jobs: JobFile, site: SiteConfig) -> None:
     """Raise ConfigError listing every way the jobs break the site's rules."""
-    problems = [p for job in jobs.jobs for p in _check_job(job, site, jobs.doc)]
+    problems = site_problems(jobs, site)
     if problems:
         raise ConfigError([str(p) for p in sorted(problems, key=lambda p: p.line)],
                           f"site config: {site.path}")
@@ -33,6 +37,8 @@ def _check_job(job: JobSpec, site: SiteConfig, doc: Located) -> list[Problem]:
     problems: list[Problem] = []
 
     def add(path: tuple, message: str, fix: str) -> None:
+        if path[0] == "resources" and path[-1] in job.defaulted:
+            message += " (your config default: `hpcctl config show`)"
         full = job.at + path
         problems.append(Problem(doc.file, doc.line(full), path_text(full), f"{message} ({fix})"))
 

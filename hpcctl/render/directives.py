@@ -105,5 +105,5 @@ def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     srun += [shlex.quote(o) for o in container]
     per_task_shell = not isinstance(job.command, tuple)
     command = f"sh -c {shlex.quote(job.shell_command)}" if per_task_shell else job.shell_command
-    return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch), environment=tuple(environment.items()), srun=tuple(srun), command=command,
-                  per_task_shell=per_task_shell)
+    return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch), environment=tuple(environment.items()),
+                  srun=tuple(srun), command=command, per_task_shell=per_task_shell)

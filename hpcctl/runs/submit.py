@@ -10,12 +10,13 @@ import time
 from dataclasses import dataclass
 
 from hpcctl import __version__
+from hpcctl.errors import HpcctlError
 from hpcctl.jobspec.model import JobFile, JobSpec
 from hpcctl.jobspec.site_check import check_job_file
 from hpcctl.render.script import render_job
 from hpcctl.runs import bundle as bundles
 from hpcctl.site.config import SiteConfig
-from hpcctl.slurm.commands import CommandBackend, SubmitError
+from hpcctl.slurm.commands import CommandBackend
 
 # What an inherited SBATCH_* variable would silently change (sbatch lets them override #SBATCH lines)
 SBATCH_ENV_EFFECT = {
@@ -128,7 +129,7 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
         make_output_dirs(job, cwd)
         try:
             sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd)
-        except SubmitError as exc:
+        except HpcctlError as exc:
             shutil.rmtree(bundle.path)
             if done:
                 exc.problem += f" (job '{job.name}'; already submitted: " + \

@@ -25,6 +25,11 @@ class Submission:
     message: str = ""  # what sbatch said on stderr (warnings, --test-only's estimate)
 
 
+def one_line(text: str) -> str:
+    """A command's stderr as one line for an error message."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class SubmitError(HpcctlError):
     exit_code = 3
 
@@ -47,7 +52,7 @@ class CommandBackend:
                test_only: bool = False) -> Submission:
         argv = ["sbatch", *(["--test-only"] if test_only else ["--parsable"]), *args, script]
         result = run(argv, env=env, cwd=cwd)
-        message = result.stderr.strip()
+        message = one_line(result.stderr)
         if result.returncode != 0:
             raise SubmitError(f"sbatch rejected the job: {message or 'exit ' + str(result.returncode)}",
                               "fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing")
@@ -60,7 +65,7 @@ class CommandBackend:
         """Every job squeue knows. Its --json output ignores -j/-u filters in 22.05, so callers filter."""
         result = run(["squeue", "--json"])
         if result.returncode != 0:
-            raise HpcctlError(f"squeue failed: {result.stderr.strip()}", "check that slurmctld is up (scontrol ping)")
+            raise HpcctlError(f"squeue failed: {one_line(result.stderr)}", "check that slurmctld is up (scontrol ping)")
         return [from_squeue(record) for record in json.loads(result.stdout).get("jobs", [])]
 
     def show(self, job_id: str) -> list[JobInfo]:
@@ -88,6 +93,9 @@ class CommandBackend:
         return found
 
     def cancel(self, refs: list[str]) -> None:
-        result = run(["scancel", *refs])
-        if result.returncode != 0:
-            raise HpcctlError(f"scancel failed: {result.stderr.strip()}", "check the job ids with `hpcctl status`")
+        """scancel exits 0 for unknown or finished jobs; only -v makes it say so."""
+        result = run(["scancel", "-v", *refs])
+        errors = [line.split("error:", 1)[1].strip() for line in result.stderr.splitlines() if "error:" in line]
+        if result.returncode != 0 or errors:
+            raise HpcctlError(f"scancel failed: {'; '.join(errors) or one_line(result.stderr)}",
+                              "check the job ids with `hpcctl status` or `hpcctl list`")

@@ -139,3 +139,12 @@ def test_schema_command_prints_the_published_schema():
     schema = json.loads(result.stdout)
     assert schema["title"] == "hpcctl job spec"
     assert {"name", "image", "command", "resources", "array", "dependencies"} <= set(schema["properties"])
+
+
+def test_sbatch_args_are_one_argument_each():
+    assert problems("name: x\ncommand: echo\nsbatch_args: ['--mail-type END', '-w n1', '--partition debug']\n") == [
+        "job.yaml:3: sbatch_args[0]: '--mail-type END' has a blank between option and value "
+        "(write it as one item: --mail-type=END)",
+        "job.yaml:3: sbatch_args[1]: '-w n1' has a blank between option and value (write it as one item: -wn1)",
+        "job.yaml:3: sbatch_args[2]: '--partition' is written by hpcctl (set resources.partition instead)",
+    ]

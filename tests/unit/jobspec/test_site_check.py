@@ -73,3 +73,15 @@ def test_site_without_user_mounts(tmp_path):
 def test_format_duration():
     assert format_duration(3600) == "01:00:00"
     assert format_duration(2 * 86400 + 61) == "2-00:01:01"
+
+
+def test_spec_and_site_problems_are_reported_together(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: x\nscript: echo\ncommand: echo\nresources: {nodes: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_job_file(str(spec), site=SANDBOX)
+    assert err.value.problems == [
+        f"{spec}:1: name: needs exactly one of 'command' or 'script' "
+        "(write `command:` for one line or an argv list, `script:` for several lines)",
+        f"{spec}:4: resources.nodes: 3 nodes exceed partition 'debug' limit of 2 (ask for at most 2)"]
+    assert err.value.fix == f"site config: {SANDBOX.path}"

@@ -1,6 +1,6 @@
 """Golden renders: every example on the sandbox site and the fixture specs on the two site configs we ship, byte for
-byte; every spec fits its site's limits and every render passes shellcheck. After an intended change: HPCCTL_UPDATE_GOLDEN=1 pytest tests/unit/render, then review
-the diff of tests/unit/render/golden/."""
+byte; every spec fits its site's limits and every render passes shellcheck. After an intended change:
+HPCCTL_UPDATE_GOLDEN=1 pytest tests/unit/render, then review the diff of tests/unit/render/golden/."""
 
 import os
 import shutil
