@@ -15,6 +15,7 @@ from hpcctl.errors import HpcctlError
 from hpcctl.slurm.jobs import JobInfo, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable
 
 SLURM_TIMEOUT_S = 60
+SUBMIT_FIX = "fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing"
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class CommandBackend:
         result = run(argv, env=env, cwd=cwd)
         message = one_line(result.stderr)
         if result.returncode != 0:
-            raise SubmitError(f"sbatch rejected the job: {message or 'exit ' + str(result.returncode)}",
-                              "fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing")
+            raise SubmitError(f"sbatch rejected the job: {message or 'exit ' + str(result.returncode)}", SUBMIT_FIX)
         if test_only:
             return Submission(job_id="", cluster=None, argv=tuple(argv), message=message)
         job_id, cluster = parse_parsable(result.stdout)

@@ -68,11 +68,15 @@ def test_hello_example_waits_and_prints_its_output(sandbox, work):
 
 def test_gpu_job_sees_the_gpu_slurm_gave_it(sandbox, work):
     result = hpcctl(sandbox, work, "submit", str(REPO / "examples" / "gpu.yaml"), "--wait")
+    job_id = re.match(r"Submitted job (\d+) \(gpu-check\)", result.stdout).group(1)
+    assert f"==> {job_id} gpu-check COMPLETED exit 0:0 ({work}/gpu-check-{job_id}.out) <==\n" in result.stdout
     assert re.search(r"^CUDA_VISIBLE_DEVICES=[01] on n[12]$", result.stdout, re.MULTILINE), result.stdout
 
 
 def test_two_node_mpi_job_in_a_container(sandbox, work):
     result = hpcctl(sandbox, work, "submit", "--wait", str(REPO / "examples" / "mpi.yaml"))
+    job_id = re.match(r"Submitted job (\d+) \(mpi-ranks\)", result.stdout).group(1)
+    assert f"==> {job_id} mpi-ranks COMPLETED exit 0:0 ({work}/mpi-ranks-{job_id}.out) <==\n" in result.stdout
     ranks = sorted(re.findall(r"^rank (\d) of 4 on (n[12])$", result.stdout, re.MULTILINE))
     assert ranks == [("0", "n1"), ("1", "n1"), ("2", "n2"), ("3", "n2")], result.stdout
 
@@ -179,3 +183,55 @@ def test_logs_follow_and_cancel_by_bundle(sandbox, work):
     assert hpcctl(sandbox, work, "cancel", str(bundle)).stdout == f"Cancelled {job_id}\n"
     state, _ = sandbox.wait(job_id, timeout=60)
     assert state == "CANCELLED"
+
+
+def test_values_with_blanks_and_hash_reach_slurm_unchanged(sandbox, work):
+    name = spec(work, "q.yaml", 'name: quoted\ncommand: echo ok\noutputs: {stdout: "my logs/%x-%j.out"}\n'
+                                'sbatch_args: [\'--comment=run #3, "final"\']\n')
+    job_id = hpcctl(sandbox, work, "submit", "--parsable", "--wait", name).stdout.strip()
+    assert (work / "my logs" / f"quoted-{job_id}.out").read_text() == "ok\n"
+    shown = sandbox.run(["scontrol", "show", "job", job_id]).stdout
+    assert re.search(r'^ *Comment=run #3, "final" *$', shown, re.MULTILINE), shown
+
+
+def test_wait_gives_up_after_its_timeout(sandbox, work):
+    name = spec(work, "slow.yaml", "name: slow\ncommand: sleep 30\n")
+    result = hpcctl(sandbox, work, "submit", "--wait", "--timeout", "1", name, check=False)
+    job_id = re.match(r"Submitted job (\d+) \(slow\)", result.stdout).group(1)
+    assert result.returncode == 1
+    assert result.stderr == (f"hpcctl: error: jobs {job_id} still running after 1 s "
+                             "(follow them with `hpcctl status` or `hpcctl logs -f`)\n")
+
+
+def test_rejected_job_in_a_pipeline_names_the_jobs_already_queued(sandbox, work):
+    name = spec(work, "p.yaml", "- {name: first, command: 'true', sbatch_args: [--hold]}\n"
+                                "- {name: second, command: 'true', dependencies: {afterok: [first]},\n"
+                                "   sbatch_args: [--constraint=nosuchfeature]}\n")
+    result = hpcctl(sandbox, work, "submit", name, check=False)
+    bundles = list((work / "data" / "hpcctl" / "runs").iterdir())
+    assert [b.name.split("-")[1] for b in bundles] == ["first"]
+    first = json.loads((bundles[0] / "run.json").read_text())["job_id"]
+    assert result.returncode == 3
+    assert result.stderr == ("hpcctl: error: sbatch rejected the job: sbatch: error: Batch job submission failed: "
+                             f"Invalid feature specification (job 'second'; already submitted: first={first}) "
+                             "(fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing)\n")
+
+
+def test_cancel_one_array_task_then_the_rest_and_unknown_jobs(sandbox, work):
+    name = spec(work, "held.yaml", "name: held\ncommand: 'true'\narray: 0-1\nsbatch_args: [--hold]\n")
+    job_id = hpcctl(sandbox, work, "submit", "--parsable", name).stdout.strip()
+    assert hpcctl(sandbox, work, "cancel", f"{job_id}_1").stdout == f"Cancelled {job_id}_1\n"
+    status = json.loads(hpcctl(sandbox, work, "status", job_id, "--json").stdout)[job_id]
+    assert [(t["job_id"], t["state"], t["reason"]) for t in status] == [(f"{job_id}_[0]", "PENDING", "JobHeldUser")]
+    hpcctl(sandbox, work, "cancel", job_id)
+    listing = json.loads(hpcctl(sandbox, work, "list", "--json").stdout)
+    assert [(r["job_id"], r["state"]) for r in listing] == [(job_id, "CANCELLED")]
+
+    unknown = hpcctl(sandbox, work, "cancel", "999999", check=False)
+    assert (unknown.returncode, unknown.stderr) == (1, "hpcctl: error: scancel failed: Kill job error on job id "
+                                                       "999999: Invalid job id specified (check the job ids with "
+                                                       "`hpcctl status` or `hpcctl list`)\n")
+    no_logs = hpcctl(sandbox, work, "logs", "999999", check=False)
+    assert (no_logs.returncode, no_logs.stderr) == (1, "hpcctl: error: no output file known for job 999999 (pass "
+                                                       "the run bundle (see `hpcctl list`), or look in the job's "
+                                                       "working directory)\n")

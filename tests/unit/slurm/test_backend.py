@@ -2,8 +2,10 @@
 
 import types
 
+import pytest
+
 from hpcctl.slurm import backend
-from hpcctl.slurm.commands import CommandBackend
+from hpcctl.slurm.commands import CommandBackend, SubmitError
 from hpcctl.slurm.pyslurm_backend import PyslurmBackend
 
 
@@ -41,3 +43,36 @@ def test_container_jobs_still_go_through_sbatch(mocker, tmp_path):
 
 def test_installed_slurm_version_here():
     assert backend.installed_slurm_version() == (22, 5)
+
+
+class FakeRPCError(Exception):
+    pass
+
+
+def fake_module(mocker, submit):
+    desc = mocker.Mock()
+    desc.submit.side_effect = submit
+    return types.SimpleNamespace(JobSubmitDescription=mocker.Mock(return_value=desc), RPCError=FakeRPCError), desc
+
+
+def test_pyslurm_submits_plain_jobs_with_the_cleaned_environment(mocker, tmp_path):
+    """No pyslurm build for Slurm 22.05 exists here, so the module is a stand-in with pyslurm's API."""
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --job-name=t\ntrue\n")
+    module, desc = fake_module(mocker, lambda: 42)
+    sub = PyslurmBackend(module).submit(str(script), [], env={"PATH": "/bin"}, cwd="/work")
+    module.JobSubmitDescription.assert_called_once_with(script=str(script), working_directory="/work",
+                                                        environment={"PATH": "/bin"})
+    desc.load_sbatch_options.assert_called_once_with()
+    assert (sub.job_id, sub.cluster) == ("42", None)
+    assert sub.argv == ("pyslurm.JobSubmitDescription", f"script={script}")
+
+
+def test_pyslurm_rejection_is_one_line_with_a_fix(mocker, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    module, _ = fake_module(mocker, FakeRPCError("Slurm error 2051: Invalid partition name specified"))
+    with pytest.raises(SubmitError) as err:
+        PyslurmBackend(module).submit(str(script), [], env={}, cwd="/work")
+    assert str(err.value) == ("Slurm rejected the job: Slurm error 2051: Invalid partition name specified (fix the "
+                              "spec or the site limits; `hpcctl submit --test-only` checks without queuing)")
