@@ -88,12 +88,24 @@ CRAFTED = {
                             absent=("dev/mem", "dev/sda"), present=("dev/fifo",)),
     "setuid-setgid": Crafted([BASE, [e("bin", "dir"), e("bin/su", data=b"x", mode=0o4755),
                                      e("bin/wall", data=b"y", mode=0o2755)]], present=("bin/su", "bin/wall")),
+    "whiteout-climbing-out": Crafted([BASE, [e("../.wh.etc")]], rejected="climbs out"),
+    "whiteout-of-dotdot-deletes-nothing": Crafted([BASE, [e("etc", "dir"), e("etc/.wh...")]],
+                                                  present=("etc/passwd",), absent=("etc/.wh...",)),
+    "whiteout-hides-a-lower-file": Crafted([BASE + [e("etc/shadow", data=b"x")], [e("etc", "dir"),
+                                                                                  e("etc/.wh.shadow")]],
+                                           present=("etc/passwd",), absent=("etc/shadow", "etc/.wh.shadow")),
+    "opaque-directory": Crafted([BASE + [e("etc/shadow", data=b"x")],
+                                 [e("etc", "dir"), e("etc/.wh..wh..opq"), e("etc/hosts", data=b"new")]],
+                                present=("etc/hosts",), absent=("etc/shadow", "etc/passwd", "etc/.wh..wh..opq")),
+    "opaque-root": Crafted([BASE, [e(".wh..wh..opq"), e("only", data=b"top")]], present=("only",),
+                           absent=("etc/passwd", "tmp")),
     "file-capabilities": Crafted([BASE, [e("bin", "dir"), e("bin/ping", data=b"x", xattrs={
         "security.capability": "\x01\x00\x00\x02", "user.note": "kept"})]], present=("bin/ping",)),
 }
 
 
-def push_to_sandbox(registry: str, repo: str, tag: str, layers_bottom_up: list, workdir) -> str:
+def push_to_sandbox(registry: str, repo: str, tag: str, layers_bottom_up: list, workdir,
+                    env: tuple[str, ...] = ("PATH=/bin",)) -> str:
     """Push an image made of ``layers_bottom_up`` (lists of entries) with the sandbox's pusher; returns its digest."""
     from pathlib import Path
 
@@ -104,4 +116,4 @@ def push_to_sandbox(registry: str, repo: str, tag: str, layers_bottom_up: list, 
         path = Path(workdir) / f"{repo.replace('/', '_')}-{tag}-{number}.tar.gz"
         path.write_bytes(blob)
         layers.append(Layer(path, digest, diff_id, len(blob)))
-    return Pusher(registry).push_image(repo, tag, layers, image_config(["PATH=/bin"], ["/bin/sh"]))
+    return Pusher(registry).push_image(repo, tag, layers, image_config(list(env), ["/bin/sh"]))

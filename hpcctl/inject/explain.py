@@ -29,8 +29,11 @@ class Explanation:
 
 
 def site_entries(site: SiteConfig) -> Injection:
-    """What the site config gives every container: its mounts and environment rules."""
-    out = Injection()
+    """What every container gets: the runtime's base mounts (private /dev, /proc, /sys), the site config's mounts
+    and its environment rules."""
+    from hpcctl.runtime.build import BASE_MOUNTS
+
+    out = Injection(mounts=list(BASE_MOUNTS))
     for m in site.mounts:
         out.mounts.append(PlanMount(m.source, m.target, readonly=m.readonly,
                                     why=m.why or "site mount (mounts:)"))

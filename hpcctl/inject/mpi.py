@@ -114,7 +114,9 @@ def _check_glibc(libs: ImageLibraries, flavour: MpiFlavour, host_files: list[str
                 "use the image's own MPI")
 
 
-def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
+def flavour_binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
+    """The flavour's extra binds; sources under /dev/ (fabric devices) are `dev` binds, so their device nodes open
+    on the container's private, nodev /dev."""
     for mount in flavour.binds:
         source = mount.source.replace("%n", step.node)
         if not os.path.exists(source):
@@ -123,7 +125,7 @@ def _binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection
                 continue
             raise HpcctlError(f"MPI flavour '{flavour.name}': bind source {source} does not exist on {step.node}",
                               f"create it or mark it optional in {site.path}")
-        kind = "dev" if source.startswith("/dev/") else "bind"  # fabric devices (/dev/infiniband/...) must open
+        kind = "dev" if source.startswith("/dev/") else "bind"
         out.mounts.append(PlanMount(source, mount.target.replace("%n", step.node), kind=kind,
                                     readonly=mount.readonly, create="dir" if os.path.isdir(source) else "file",
                                     why=mount.why or f"MPI '{flavour.name}' bind"))
@@ -163,7 +165,7 @@ def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> Injection:
         _bind_dependency(name, site, flavour, out)
     _check_glibc(libs, flavour, [m.source for m in out.mounts])
     out.ldconfig = True
-    _binds(site, flavour, step, out)
+    flavour_binds(site, flavour, step, out)
     if flavour.pmix:
         _pmix(site, flavour, step, out)
     out.env += [EnvOp("set", k, v, f"MPI '{flavour.name}' setting") for k, v in flavour.env.items()]

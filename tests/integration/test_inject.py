@@ -1,11 +1,17 @@
 """Host MPI and fake-GPU injection through the plugin, as a user's job sees it on the sandbox."""
 
+import hashlib
+import json
 import re
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
+from conftest import hpcctl_cmd
 from hpcctl.sandbox.mpi_image import MPICH_ABI, OPENMPI
+from image_layers import e, push_to_sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +89,79 @@ def test_the_container_gets_a_private_dev_and_the_hosts_is_untouched(sandbox, im
                                                "stderr", "stdin", "stdout", "tty", "urandom", "zero"]
     assert "via-fd" in result.stderr
     assert list(Path("/dev").glob("nvidia*")) == []
+
+
+def test_the_allocated_gpu_opens_as_a_device_in_the_private_dev(sandbox, images):
+    """A `dev` bind keeps device nodes usable on the private /dev tmpfs (nodev): opening the fake GPU reaches the
+    (absent) driver, ENXIO, instead of failing with EACCES as a nodev mount would. Fabric devices from a site
+    config (/dev/infiniband/* in site-configs/gpu-ib-example.yaml) are bound the same way."""
+    result = sandbox.run(["srun", "-w", "n1", "--gres=gpu:1", "--container-mpi=none", "--container-workdir=/",
+                          f"--container-image={images['busybox']}", "sh", "-c", "cat /dev/nvidia*; true"],
+                         user=sandbox.user, timeout=120, cwd=sandbox.workdir())
+    assert re.search(r"can't open '/dev/nvidia[01]': No such device or address", result.stderr), result.stderr
+
+
+@pytest.fixture(scope="module")
+def nvidia_image(sandbox, tmp_path_factory):
+    """A busybox image whose config sets the variables NVIDIA's CUDA images set."""
+    busybox = Path("/bin/busybox").read_bytes()
+    layers = [[e("bin", "dir"), e("bin/busybox", data=busybox, mode=0o755), e("bin/sh", "symlink", link="busybox"),
+               e("bin/env", "symlink", link="busybox"), e("bin/grep", "symlink", link="busybox")]]
+    tag = uuid.uuid4().hex[:12]
+    push_to_sandbox(sandbox.registry, "hpcctl-test/nvidia-env", tag, layers, tmp_path_factory.mktemp("nvidia"),
+                    env=("PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=12.0",
+                         "NVIDIA_DRIVER_CAPABILITIES=compute,utility"))
+    return f"{sandbox.registry}/hpcctl-test/nvidia-env:{tag}"
+
+
+NO_GPU_SHORTCUT = pytest.mark.xfail(strict=True, reason="issue 5: hpcctl/runtime/build.py _injections() returns "
+                                     "early without GPU and MPI, so the GPU plan's unset of NVIDIA_* never runs")
+
+
+@pytest.mark.parametrize("args,expected", [
+    ([], ["CVD=unset"]),
+    pytest.param(["--container-mpi=none"], ["CVD=unset"], marks=NO_GPU_SHORTCUT),
+    (["-w", "n1", "--gres=gpu:1", "--container-mpi=none"], [
+        "CVD=0", "NVIDIA_DRIVER_CAPABILITIES=compute,utility", "NVIDIA_REQUIRE_CUDA=cuda>=12.0",
+        "NVIDIA_VISIBLE_DEVICES=all"]),
+])
+def test_image_nvidia_settings_are_dropped_without_a_gpu(sandbox, nvidia_image, args, expected):
+    result = sandbox.run(["srun", *args, "--container-workdir=/", f"--container-image={nvidia_image}", "sh", "-c",
+                          "echo CVD=${CUDA_VISIBLE_DEVICES-unset}; env | grep ^NVIDIA_ | sort"],
+                         user=sandbox.user, timeout=120, cwd=sandbox.workdir())
+    assert result.stdout.split() == expected
+
+
+def test_linker_cache_is_rebuilt_in_the_overlay_never_in_the_cached_image(sandbox, images):
+    pulled = json.loads(sandbox.run(hpcctl_cmd("image", "pull", "--json", images["openmpi"])).stdout)
+    before = hashlib.sha256(Path(pulled["path"]).read_bytes()).hexdigest()
+    assert "squashfs-root/etc/ld.so.cache" in sandbox.run(["unsquashfs", "-lln", pulled["path"],
+                                                           "etc/ld.so.cache"]).stdout
+    start = int(time.time())
+    result = sandbox.run(["srun", "-w", "n1", "--container-workdir=/", f"--container-image={images['openmpi']}",
+                          "stat", "-c", "%Y", "/etc/ld.so.cache"], user=sandbox.user, timeout=120,
+                         cwd=sandbox.workdir())
+    assert int(result.stdout) >= start, "ldconfig rewrote the container's linker cache, in its overlay"
+    assert hashlib.sha256(Path(pulled["path"]).read_bytes()).hexdigest() == before
+
+
+def test_site_check_on_a_sandbox_node(sandbox):
+    result = sandbox.run(hpcctl_cmd("site", "check", "--node", "n2", "--json"))
+    report = json.loads(result.stdout)
+    seen = {(f["what"], f["path"]): f["found"] for f in report["findings"]}
+    assert seen[("spool dir", "/var/spool/slurmd/n2")] and seen[("TmpFS", "/tmp/slurmtmp_n2")]
+    assert seen[("GPU device", "/dev/fakegpu/nvidia2")] and seen[("GPU device", "/dev/fakegpu/nvidia3")]
+    assert seen[("library", "libmpi.so.40")] and seen[("bind", "/usr/lib/x86_64-linux-gnu/openmpi")]
+    assert report["missing"] == 0 and result.returncode == 0
+
+
+def test_site_explain_an_image_reference_with_a_gpu_and_host_mpi(sandbox, images):
+    result = sandbox.run(hpcctl_cmd("site", "explain", "--image", images["openmpi"], "--gpus", "1", "--mpi",
+                                    "openmpi", "--node", "n2"))
+    lines = result.stdout.splitlines()
+    assert lines[0] == (f"Plan for image {images['openmpi']} on node n2 (cluster 'sandbox'): 1 GPU(s), MPI openmpi")
+    assert re.search(r"^dev +/dev/fakegpu/nvidia2 +/dev/nvidia2 +rw +allocated GPU 0 \(Slurm GRES index on n2\)$",
+                     result.stdout, re.MULTILINE)
+    assert re.search(rf"^bind +{HOST_LIBMPI} +{HOST_LIBMPI} +ro +MPI 'openmpi': host libmpi.so 40.30.4 over the "
+                     r"image's 40.30.4 \(abi_check major\)$", result.stdout, re.MULTILINE)
+    assert re.search(r"^set +CUDA_VISIBLE_DEVICES +0 +host GPUs 0 renumbered", result.stdout, re.MULTILINE)

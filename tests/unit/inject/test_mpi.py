@@ -136,3 +136,23 @@ def test_library_given_by_path_lands_under_its_soname(fake_host, tmp_path):
     site = fake_host.site(tmp_path, mpi_libraries=f"[{newer}]")
     got = plan_injections(site, step(), str(image(tmp_path, {})))
     assert (got.mounts[0].source, got.mounts[0].target) == (str(newer), "/.hpcctl/lib/libmpi.so.40")
+
+
+def test_fabric_devices_of_the_gpu_ib_example_are_device_binds(monkeypatch):
+    """/dev/infiniband must stay openable on the container's private, nodev /dev: it is bound as `dev` (no nodev),
+    writable, as a directory. No InfiniBand here, so the example's paths are made to exist."""
+    from pathlib import Path
+
+    from hpcctl.inject.injection import Injection
+    from hpcctl.inject.mpi import flavour_binds
+    from hpcctl.site.config import load_site
+
+    site = load_site(Path(__file__).resolve().parents[3] / "site-configs/gpu-ib-example.yaml")
+    monkeypatch.setattr("hpcctl.inject.mpi.os.path.exists", lambda path: True)
+    monkeypatch.setattr("hpcctl.inject.mpi.os.path.isdir", lambda path: True)
+    for name in ("openmpi", "mpich"):
+        out = Injection()
+        flavour_binds(site, site.mpi.flavours[name], step(), out)
+        fabric = [(m.source, m.target, m.kind, m.readonly, m.create) for m in out.mounts if m.kind == "dev"]
+        assert fabric == [("/dev/infiniband", "/dev/infiniband", "dev", False, "dir")]
+        assert all(m.readonly for m in out.mounts if m.source.startswith(("/usr", "/opt", "/etc")))

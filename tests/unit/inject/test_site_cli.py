@@ -20,7 +20,9 @@ def test_explain_json_lists_what_where_why(fake_host, tmp_path):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert (plan["gpus"], plan["mpi"], plan["ldconfig"]) == ([0, 1], "openmpi", True)
-    assert [(m["target"], m["kind"]) for m in plan["mounts"]][:4] == [
+    assert (plan["mounts"][0]["target"], plan["mounts"][0]["kind"]) == ("/dev", "tmpfs")
+    injected = [m for m in plan["mounts"] if m["source"].startswith(str(fake_host.root))]
+    assert [(m["target"], m["kind"]) for m in injected][:4] == [
         ("/dev/nvidia0", "dev"), ("/dev/nvidia1", "dev"), (f"{fake_host.dev}/nvidiactl", "dev"),
         (f"{fake_host.dev}/nvidia-uvm", "dev")]
     mpi = next(m for m in plan["mounts"] if m["target"].endswith("libmpi.so.40.30.2"))
@@ -58,6 +60,7 @@ def test_check_reports_every_library_device_and_dir(fake_host, tmp_path):
     assert seen[("mpi.openmpi", "libmpi.so.40")][1].endswith("libmpi.so.40.30.4")
     assert seen[("mpi.openmpi", f"{fake_host.dev}/infiniband")] == (True, "")
     assert seen[("slurm", f"{fake_host.root}/spool/n3")][0] is False
+    assert ("plugin", "/run/hpcctl") in seen and ("cache", "/var/lib/hpcctl/cache") in seen
     missing = [f["path"] for f in report["findings"] if f["required"] and not f["found"]]
     assert report["missing"] == len(missing) and result.returncode == 1
 
@@ -69,7 +72,7 @@ def test_explain_reads_a_squashfs_image(fake_host, tmp_path):
     subprocess.run(["mksquashfs", str(rootfs), str(sqsh), "-quiet", "-no-progress", "-all-root"], check=True)
     result = hpcctl("--site", site.path, "site", "explain", "--image", str(sqsh), "--mpi", "mpich", "--json")
     assert result.returncode == 0, result.stderr
-    mpi = json.loads(result.stdout)["mounts"][0]
+    mpi = next(m for m in json.loads(result.stdout)["mounts"] if "libmpi" in m["source"])
     assert (mpi["source"], mpi["target"]) == (f"{fake_host.root}/mpich/libmpi.so.12.2.1",
                                               "/usr/lib/x86_64-linux-gnu/libmpi.so.12.1.1")
     with open("/proc/mounts") as fh:
