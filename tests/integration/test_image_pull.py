@@ -104,6 +104,20 @@ class TestPrivateRegistry:
                     f"'{sandbox.auth_user}'") in result.stderr
             assert result.stdout == ""
 
+    def test_another_user_does_not_get_the_cached_copy_without_their_own_credentials(self, sandbox, creds):
+        site, write, uid = creds
+        ref = f"{sandbox.auth_registry}/private/busybox:latest"
+        write(sandbox.auth_password)
+        pinned = site.pull(ref, "--uid", str(uid))["reference"]
+        nobody = str(pwd.getpwnam("nobody").pw_uid)  # has no registry credentials
+        for wanted in (ref, f"{ref}@{site.ls()[0]['digest']}"):
+            result = site.run("pull", "--uid", nobody, wanted, check=False)
+            assert result.returncode != 0 and result.stdout == ""
+            assert result.stderr == (f"hpcctl: error: registry {sandbox.auth_registry} needs credentials for "
+                                     "private/busybox and none were found (add them to ~/.config/enroot/.credentials "
+                                     "(machine HOST login USER password PASS) or log in with docker login)\n")
+        assert pinned == ref and [row["reference"] for row in site.ls()] == [ref]
+
     def test_no_credentials_at_all(self, sandbox, creds):
         site, _, uid = creds
         result = site.run("pull", "--uid", str(uid), f"{sandbox.auth_registry}/private/busybox:latest",
