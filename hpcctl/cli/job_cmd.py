@@ -102,7 +102,7 @@ def run_submit(args) -> int:
     from hpcctl.errors import HpcctlError
     from hpcctl.jobspec.load import load_job_file
     from hpcctl.runs import follow
-    from hpcctl.runs.submit import dry_run_commands, submit_file
+    from hpcctl.runs.submit import dry_run_commands, sbatch_environment, submit_file
     from hpcctl.slurm.backend import select_backend
 
     if args.timeout is not None and not args.wait:
@@ -112,6 +112,7 @@ def run_submit(args) -> int:
     if args.dry_run:
         from hpcctl.render.script import render_job
 
+        sbatch_environment(args.keep_sbatch_env)
         for job, cmd in zip(jobs.jobs, dry_run_commands(jobs)):
             print(f"# {cmd}")
             print(render_job(job, site))

@@ -3,17 +3,27 @@
 `hpcctl schema` prints it for editors; `hpcctl.jobspec.load` validates every spec against it first, then checks
 what a schema cannot say (cross-field rules, pipeline names, the site's limits).
 
+Patterns are anchored (``^(?:...)$``): standard validators match a pattern anywhere in a value, hpcctl's validator
+matches the whole value; anchored, both accept the same values.
+
 Keywords that apply to one JSON type only (``properties`` to objects, ``items`` to arrays, ``pattern`` to strings)
 let a single schema accept both forms, for this project's validator and for standard JSON Schema tools alike.
 """
 
 from hpcctl.site.schema import DURATION, SIZE
 
-NAME = {"type": "string", "pattern": r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+
+def whole(pattern: str) -> str:
+    return f"^(?:{pattern})$"
+
+
+
+NAME = {"type": "string", "pattern": whole(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
         "x-format": "a job name of letters, digits, '_', '.' and '-' (at most 64 characters)"}
-ENV_NAME = {"type": "string", "pattern": r"[A-Za-z_][A-Za-z0-9_]*", "x-format": "an environment variable name"}
+ENV_NAME = {"type": "string", "pattern": whole(r"[A-Za-z_][A-Za-z0-9_]*"),
+            "x-format": "an environment variable name"}
 DEP_TARGETS = {"type": "array", "minItems": 1,
-               "items": {"type": ["integer", "string"], "pattern": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+               "items": {"type": ["integer", "string"], "pattern": whole(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
                          "x-format": "a job id or the name of another job in this pipeline"}}
 PATH_PART = r"/[^:,]*"
 
@@ -31,13 +41,13 @@ JOB_PROPERTIES: dict = {
     "container": {"$ref": "#/$defs/container"},
     "environment": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
                     "description": "variables set for the job's tasks, inside the container too"},
-    "array": {"type": ["string", "integer"], "pattern": r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?",
+    "array": {"type": ["string", "integer"], "pattern": whole(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?"),
               "x-format": "a Slurm array range such as 0-9, 1,3,5 or 0-9%2",
               "description": "Slurm job array; %N limits how many tasks run at once"},
     "dependencies": {"$ref": "#/$defs/dependencies"},
     "outputs": {"$ref": "#/$defs/outputs"},
     "sbatch_args": {"type": "array",
-                    "items": {"type": "string", "pattern": r"--?[A-Za-z].*",
+                    "items": {"type": "string", "pattern": whole(r"--?[A-Za-z].*"),
                               "x-format": "an sbatch option such as --exclusive"},
                     "description": "extra sbatch options, written as #SBATCH lines"},
 }
@@ -62,10 +72,11 @@ JOB_SCHEMA: dict = {
                 "nodes": {"type": "integer", "minimum": 1},
                 "tasks_per_node": {"type": "integer", "minimum": 1},
                 "cpus_per_task": {"type": "integer", "minimum": 1},
-                "memory": {**SIZE, "description": "memory per node, e.g. 4G"},
+                "memory": {**SIZE, "pattern": whole(SIZE["pattern"]), "description": "memory per node, e.g. 4G"},
                 "gpus": {"type": "integer", "minimum": 0, "description": "GPUs per node"},
                 "gpu_type": {"type": "string", "minLength": 1, "description": "GRES type, e.g. a100"},
-                "time": {**DURATION, "description": "time limit, e.g. 00:30:00"},
+                "time": {**DURATION, "pattern": whole(DURATION["pattern"]),
+                         "description": "time limit, e.g. 00:30:00"},
                 "partition": {"type": "string", "minLength": 1},
                 "account": {"type": "string", "minLength": 1},
                 "qos": {"type": "string", "minLength": 1},
@@ -85,7 +96,7 @@ JOB_SCHEMA: dict = {
             "additionalProperties": False,
             "properties": {
                 "mounts": {"type": "array", "items": {"$ref": "#/$defs/mount"}},
-                "workdir": {"type": "string", "pattern": r"/.*", "x-format": "an absolute path"},
+                "workdir": {"type": "string", "pattern": whole(r"/.*"), "x-format": "an absolute path"},
                 "env": {"type": "array", "items": ENV_NAME,
                         "description": "host variables whose values win over the image's"},
                 "writable": {"type": "boolean"},
@@ -94,13 +105,13 @@ JOB_SCHEMA: dict = {
         },
         "mount": {
             "type": ["string", "object"],
-            "pattern": rf"{PATH_PART}(:{PATH_PART})?(:(ro|rw))?",
+            "pattern": whole(rf"{PATH_PART}(:{PATH_PART})?(:(ro|rw))?"),
             "x-format": "SOURCE[:TARGET][:ro|rw] with absolute paths",
             "additionalProperties": False,
             "required": ["source"],
             "properties": {
-                "source": {"type": "string", "pattern": PATH_PART, "x-format": "an absolute path"},
-                "target": {"type": "string", "pattern": PATH_PART, "x-format": "an absolute path"},
+                "source": {"type": "string", "pattern": whole(PATH_PART), "x-format": "an absolute path"},
+                "target": {"type": "string", "pattern": whole(PATH_PART), "x-format": "an absolute path"},
                 "readonly": {"type": "boolean"},
             },
         },

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hpcctl.errors import ConfigError
 from hpcctl.jobspec.load import load_job_file, parse_job_file
+from hpcctl.jobspec.schema import JOB_SCHEMA
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -148,3 +150,20 @@ def test_sbatch_args_are_one_argument_each():
         "job.yaml:3: sbatch_args[1]: '-w n1' has a blank between option and value (write it as one item: -wn1)",
         "job.yaml:3: sbatch_args[2]: '--partition' is written by hpcctl (set resources.partition instead)",
     ]
+
+
+def test_published_schema_works_in_standard_validators():
+    """Editors and CI linters use a standard JSON Schema validator, whose patterns match anywhere in a value
+    unless anchored: the schema must reject there what hpcctl rejects."""
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(JOB_SCHEMA)
+    validator = jsonschema.Draft202012Validator(JOB_SCHEMA)
+    specs = sorted((REPO / "examples").glob("*.yaml")) + sorted((REPO / "tests/unit/render/specs").glob("*.yaml"))
+    for path in specs:
+        assert not list(validator.iter_errors(yaml.safe_load(path.read_text()))), path
+    bad = {"name": "bad name", "command": "x", "array": "0-9%", "sbatch_args": ["x--exclusive"],
+           "resources": {"time": "1h", "memory": "4 lots"}, "container": {"mounts": ["relative:/x"], "workdir": "w"},
+           "dependencies": {"afterok": ["a b"]}}
+    assert sorted(error.json_path for error in validator.iter_errors(bad)) == [
+        "$.array", "$.container.mounts[0]", "$.container.workdir", "$.dependencies.afterok[0]", "$.name",
+        "$.resources.memory", "$.resources.time", "$.sbatch_args[0]"]

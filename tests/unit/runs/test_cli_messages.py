@@ -83,3 +83,11 @@ def test_spec_limits_and_user_defaults_checked_together(env, tmp_path):
     assert result.stderr == (f"hpcctl: error: {EXAMPLES / 'gpu.yaml'}:5: resources.partition: partition 'gpu' "
                              "does not exist on cluster 'sandbox' (your config default: `hpcctl config show`) "
                              f"(use one of: debug) (site config: {REPO / 'site-configs' / 'sandbox.yaml'})\n")
+
+
+def test_dry_run_warns_about_inherited_sbatch_variables(env):
+    result = hpcctl({**env, "SBATCH_TIMELIMIT": "5"}, "submit", "--dry-run", str(EXAMPLES / "gpu.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ("hpcctl: warning: SBATCH_TIMELIMIT=5 from your shell would change the time limit "
+                             "(ignored; pass --keep-sbatch-env to apply it)\n")
+    assert result.stdout.startswith("# sbatch --parsable <run bundle of gpu-check>/job.sh\n#!/bin/sh\n")
