@@ -9,6 +9,7 @@
 /* name in JSON and in environment variables (upper-cased), e.g. mount_home -> HPCCTL_CONTAINER_MOUNT_HOME */
 static const char *const keys[OPT_COUNT] = {
     "image", "mounts", "workdir", "name", "env", "mount_home", "remap_root", "entrypoint", "writable", "mpi",
+    "readonly",
 };
 
 static char *values[OPT_COUNT];
@@ -85,7 +86,8 @@ void opts_from_environment(spank_t sp)
     static const char *const prefixes[] = {"HPCCTL_CONTAINER_", "PYXIS_CONTAINER_"};
     char name[64], buf[4096];
     for (int id = 0; id < OPT_COUNT; id++) {
-        if (values[id])
+        /* as in pyxis: ..._READONLY counts only when neither the command line nor ..._WRITABLE decided */
+        if (values[id] || (id == OPT_READONLY && values[OPT_WRITABLE]))
             continue;
         for (size_t p = 0; p < sizeof(prefixes) / sizeof(*prefixes) && !values[id]; p++) {
             int n = snprintf(name, sizeof(name), "%s%s", prefixes[p], keys[id]);

@@ -8,6 +8,7 @@
 enum hpcctl_opt {
     OPT_IMAGE, OPT_MOUNTS, OPT_WORKDIR, OPT_NAME, OPT_ENV,
     OPT_MOUNT_HOME, OPT_REMAP_ROOT, OPT_ENTRYPOINT, OPT_WRITABLE, OPT_MPI,
+    OPT_READONLY, /* only from the environment (pyxis' PYXIS_CONTAINER_READONLY); --container-readonly sets WRITABLE */
     OPT_COUNT
 };
 

@@ -14,6 +14,7 @@
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -393,7 +394,8 @@ int plan_remap_root(uid_t uid, gid_t gid, char *err, size_t errlen)
     char uid_map[64], gid_map[64];
     snprintf(uid_map, sizeof(uid_map), "0 %u 1\n", (unsigned)uid);
     snprintf(gid_map, sizeof(gid_map), "0 %u 1\n", (unsigned)gid);
-    if (unshare(CLONE_NEWUSER) || write_file("/proc/self/uid_map", uid_map) ||
+    /* the task is not dumpable after slurmstepd's setuid: its /proc/self files would stay root's, unwritable */
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) || unshare(CLONE_NEWUSER) || write_file("/proc/self/uid_map", uid_map) ||
         write_file("/proc/self/setgroups", "deny") || write_file("/proc/self/gid_map", gid_map)) {
         snprintf(err, errlen, "cannot map you to root for --container-remap-root: %s", strerror(errno));
         return -1;

@@ -141,7 +141,7 @@ def parse_env(value: str) -> tuple[str, ...]:
 def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
     """``raw``: the shim's {option: string} (only the options that were set)."""
     unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "mount_home", "remap_root", "entrypoint",
-                          "writable", "mpi"}
+                          "writable", "readonly", "mpi"}
     if unknown:
         raise HpcctlError(f"unknown container option '{sorted(unknown)[0]}'", "update the hpcctl plugin")
     values: dict = {}
@@ -162,6 +162,8 @@ def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
     for key in ("mount_home", "remap_root", "entrypoint", "writable"):
         if key in raw:
             values[key] = _flag(key, raw[key])
+    if "readonly" in raw and "writable" not in raw:  # PYXIS_CONTAINER_READONLY, the inverse of ..._WRITABLE
+        values["writable"] = not _flag("readonly", raw["readonly"])
     if "mpi" in raw:
         values["mpi"] = raw["mpi"].strip() or None
     options = ContainerOptions(**values)

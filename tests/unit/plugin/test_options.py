@@ -46,3 +46,11 @@ def test_flags_and_name():
                           "name": "build:no_exec", "env": "A, B"})
     assert (opts.mount_home, opts.writable, opts.entrypoint) == (False, True, True)
     assert (opts.name, opts.name_mode, opts.env) == ("build", "no_exec", ("A", "B"))
+
+
+def test_pyxis_readonly_variable_is_the_inverse_of_writable():
+    assert options.parse({"image": "x", "readonly": "1"}).writable is False
+    assert options.parse({"image": "x", "readonly": "0"}).writable is True
+    assert options.parse({"image": "x", "readonly": "1", "writable": "1"}).writable is True
+    with pytest.raises(HpcctlError, match="--container-readonly: 'maybe' is not a yes/no value"):
+        options.parse({"image": "x", "readonly": "maybe"})
