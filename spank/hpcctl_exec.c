@@ -1,11 +1,15 @@
 /*
  * hpcctl-exec: run a command in a container from a MountPlan without Slurm (`hpcctl run`, admins debugging a
- * site config, GPU checks). Usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]; needs root. The command runs as
- * the plan's uid/gid with no_new_privs, in the plan's environment applied to this process's environment.
+ * site config, GPU checks). Usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]; needs root. PLAN.json is what
+ * `hpcctl run --plan-only --json` prints. The command runs as the plan's uid/gid with no_new_privs, in the plan's
+ * environment applied to this process's environment, in the plan's working directory as a job's task would.
+ * Exit status: the command's; 125 when the container cannot be set up, 126 when the command cannot be run,
+ * 127 when it is not found (as docker and the shell).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +40,34 @@ static int env_unset(void *ctx, const char *name)
     return unsetenv(name);
 }
 
-static int die(const char *fmt, const char *arg)
+enum { SETUP_FAILED = 125, CANNOT_RUN = 126, NOT_FOUND = 127 };
+
+__attribute__((format(printf, 2, 3))) static int die(int status, const char *fmt, ...)
 {
-    fprintf(stderr, "hpcctl-exec: error: ");
-    fprintf(stderr, fmt, arg);
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "hpcctl: error: ");
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
-    return 1;
+    va_end(ap);
+    return status;
+}
+
+/* As a job's task: --container-workdir, else the working directory when the container has it, else the image's. */
+static int change_dir(const struct plan *p, int cwd_missing)
+{
+    const char *dir = p->workdir[0] ? p->workdir : p->cwd[0] ? p->cwd : "/";
+    if (!p->workdir[0] && (cwd_missing || chdir(dir))) {
+        const char *fallback = json_string_value(json_object_get(p->json, "fallback_dir"));
+        fallback = fallback ? fallback : "/";
+        fprintf(stderr, "hpcctl: the working directory %s %s in the container; running in %s (mount it, or "
+                "choose one with --workdir)\n", dir, cwd_missing ? "does not exist" : "is not usable", fallback);
+        dir = fallback;
+    }
+    if (chdir(dir))
+        return die(SETUP_FAILED, "cannot change to %s in the container: %s", dir, strerror(errno));
+    setenv("PWD", dir, 1);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -51,35 +77,37 @@ int main(int argc, char **argv)
     json_error_t jerr;
     int cwd_missing = 0;
     if (argc < 4 || strcmp(argv[2], "--") != 0)
-        return die("%s", "usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]");
+        return die(SETUP_FAILED, "usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]");
     json_t *doc = strcmp(argv[1], "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(argv[1], 0, &jerr);
     if (!doc)
-        return die("cannot read the plan: %s", jerr.text);
+        return die(SETUP_FAILED, "cannot read the plan %s: %s", argv[1], jerr.text);
     if (plan_from_json(doc, &plan, err, sizeof(err)) || plan_enter(&plan, &cwd_missing, err, sizeof(err)))
-        return die("%s", err);
+        return die(SETUP_FAILED, "%s", err);
     struct env_ops ops = {env_get, env_set, env_unset, NULL};
-    plan_apply_env(&plan, &ops);
+    if (plan_apply_env(&plan, &ops))
+        return die(SETUP_FAILED, "cannot set the container's environment: %s", strerror(errno));
     for (size_t i = 0; plan.notes[i]; i++)
         fprintf(stderr, "hpcctl: %s\n", plan.notes[i]);
-    const char *dir = plan.workdir[0] ? plan.workdir : (plan.cwd[0] && !cwd_missing ? plan.cwd : "/");
-    if (chdir(dir))
-        return die("cannot change to %s in the container", dir);
-    setenv("PWD", dir, 1);
     if (setgroups(plan.ngroups, plan.groups) || setresgid(plan.gid, plan.gid, plan.gid) ||
         setresuid(plan.uid, plan.uid, plan.uid))
-        return die("cannot become the plan's user: %s", strerror(errno));
+        return die(SETUP_FAILED, "cannot become uid %u: %s", (unsigned)plan.uid, strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-        return die("cannot set no_new_privs: %s", strerror(errno));
+        return die(SETUP_FAILED, "cannot set no_new_privs: %s", strerror(errno));
+    int rc = change_dir(&plan, cwd_missing);
+    if (rc)
+        return rc;
     size_t n = 0;
     while (plan.entrypoint[n])
         n++;
     char **args = calloc(n + (size_t)argc, sizeof(char *));
     if (!args)
-        return die("%s", "out of memory");
+        return die(SETUP_FAILED, "out of memory");
     for (size_t i = 0; i < n; i++)
         args[i] = (char *)plan.entrypoint[i];
     for (int i = 3; i < argc; i++)
         args[n + (size_t)(i - 3)] = argv[i];
     execvp(args[0], args);
-    return die("cannot run %s in the container: %s", args[0]) + 126;
+    int saved = errno;
+    return die(saved == ENOENT ? NOT_FOUND : CANNOT_RUN, "cannot run %s in the container: %s", args[0],
+               strerror(saved));
 }

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "hpcctl.cli.site_cmd",
     "hpcctl.cli.image_cmd",
     "hpcctl.cli.job_cmd",
+    "hpcctl.cli.run_cmd",
 )
 
 

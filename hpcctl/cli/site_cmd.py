@@ -90,6 +90,12 @@ def run_explain(args) -> int:
         return 0
     print(f"Plan for image {args.image} on node {node} (cluster '{site.cluster}'): "
           f"{len(plan.gpus)} GPU(s), MPI {plan.mpi or 'none'}")
+    print_plan(plan)
+    return 0
+
+
+def print_plan(plan) -> None:
+    """Mounts, environment and notes of a plan (an Explanation, or a MountPlan for `hpcctl run --plan-only`)."""
     print("\nMounts:")
     print_table(["KIND", "SOURCE", "TARGET", "MODE", "WHY"],
                 [[m.kind, m.source, m.target, "ro" if m.readonly else "rw", m.why] for m in plan.mounts])
@@ -101,7 +107,6 @@ def run_explain(args) -> int:
         print("\nNotes:")
         for note in plan.notes:
             print(f"  - {note}")
-    return 0
 
 
 def run_schema(args) -> int:

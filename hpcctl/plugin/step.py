@@ -7,7 +7,6 @@ Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallbac
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 
@@ -15,8 +14,8 @@ from hpcctl.errors import HpcctlError
 from hpcctl.plugin import hostlist, images, names, options
 from hpcctl.plugin.access import Identity
 from hpcctl.plugin.protocol import serve
-from hpcctl.runtime.build import StepFacts, build_plan
-from hpcctl.runtime.identity import identity_mounts
+from hpcctl.runtime.build import StepFacts
+from hpcctl.runtime.container import build_container
 from hpcctl.site.config import load_site
 
 
@@ -24,10 +23,6 @@ def pinned_for(pin: str | None, raw_image: str | None) -> str | None:
     """The submit-time pin "<reference> <pinned>" applies when the step asks for the same reference."""
     reference, _, pinned = (pin or "").partition(" ")
     return pinned if raw_image and reference == raw_image and pinned else None
-
-
-def _key(path: str) -> str:
-    return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
 def handle(request: dict, site_path: str) -> dict:
@@ -58,15 +53,11 @@ def handle(request: dict, site_path: str) -> dict:
     batch = bool(job.get("batch")) and bool(job.get("argv"))
     step = StepFacts(who=who, cwd=cwd, node=node, env=env, batch_script=job["argv"][0] if batch else None,
                      job_id=str(job["jobid"]), step_id=str(job["stepid"]))
-    identity = [] if opts.remap_root else identity_mounts(
-        image.path, who.uid, who.gid, who.groups,
-        os.path.join(names.job_dir(site, job["jobid"]), node, f"identity-{who.uid}-{_key(image.path)}"))
-    plan = build_plan(site, image, opts, step, upper=named.upper if named else "", extra=identity)
+    container = build_container(site, image, opts, step, os.path.join(names.job_dir(site, job["jobid"]), node),
+                                upper=named.upper if named else "")
     if env.get("HPCCTL_VERBOSE") != "1":
-        plan.notes = []  # what was injected and why: shown on request, not in every job's error file
-    return {"plan": plan.to_dict(), "uid": who.uid, "gid": who.gid, "groups": list(who.groups), "cwd": cwd,
-            "remap_root": opts.remap_root, "fallback_dir": (image.config or {}).get("WorkingDir") or "/",
-            "hold": image.hold}
+        container.plan.notes = []  # what was injected and why: shown on request, not in every job's error file
+    return {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold}
 
 
 if __name__ == "__main__":

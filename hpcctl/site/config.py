@@ -159,6 +159,7 @@ class Partition:
 @dataclass(frozen=True)
 class PluginDefaults:
     runtime_dir: str = "/run/hpcctl"
+    exec: str = "/usr/local/lib/hpcctl/hpcctl-exec"  # the plan executor `hpcctl run` calls (built from spank/)
     mount_home: bool = True
     entrypoint: bool = False
     writable: bool = True

@@ -144,6 +144,7 @@ SITE_SCHEMA: dict = {
             "additionalProperties": False,
             "properties": {
                 "runtime_dir": ABS_PATH,
+                "exec": ABS_PATH,
                 "mount_home": {"type": "boolean"},
                 "entrypoint": {"type": "boolean"},
                 "writable": {"type": "boolean"},
