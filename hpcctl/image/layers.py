@@ -68,7 +68,7 @@ class LayerStore:
     def open_tar(self, digest: str, just_verified: bool = False) -> Iterator[BinaryIO]:
         """The uncompressed tar stream of a stored blob (gzip, zstd or plain, told by its first bytes). The blob is
         hashed as it is read (unless this process ``just_verified`` it while downloading); a mismatch deletes it and
-        raises DigestMismatch once the stream is consumed."""
+        raises DigestMismatch once the stream is consumed, or in place of the error a damaged blob caused."""
         path = self.path(digest)
         hasher = hashlib.sha256()
         with open(path, "rb") as blob:
@@ -77,7 +77,12 @@ class LayerStore:
             tool = _decompressor(head)
             if tool is None:
                 reader = _HashingReader(blob, hasher)
-                yield reader
+                try:
+                    yield reader
+                except BaseException:
+                    if not just_verified:
+                        self._verify_file(digest)
+                    raise
                 reader.drain()
                 self._check(digest, hasher)
                 return
@@ -106,11 +111,22 @@ class LayerStore:
                 err = proc.stderr.read().decode(errors="replace").strip()
                 proc.stderr.close()
                 rc = proc.wait()
+                if not ok and not just_verified:
+                    self._verify_file(digest)
             if not just_verified:
                 self._check(digest, hasher)
             if rc != 0:
                 raise DigestMismatch(f"layer {digest} does not decompress: {err.splitlines()[-1] if err else rc}",
                                      "the image is refused; re-push it")
+
+    def _verify_file(self, digest: str) -> None:
+        """After reading a stored blob failed: if the blob itself is damaged, that (not the image) is the error, and
+        the blob goes, so that the next pull downloads it again."""
+        hasher = hashlib.sha256()
+        with open(self.path(digest), "rb") as blob:
+            while chunk := blob.read(CHUNK):
+                hasher.update(chunk)
+        self._check(digest, hasher)
 
     def _check(self, digest: str, hasher) -> None:
         actual = "sha256:" + hasher.hexdigest()

@@ -14,7 +14,7 @@ import pytest
 from fake_registry import DOCKER_MANIFEST, SMALL, push
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
-from hpcctl.image.errors import AuthDenied, RegistryUnreachable
+from hpcctl.image.errors import AuthDenied, DigestMismatch, RegistryUnreachable
 from hpcctl.image.reference import parse
 from hpcctl.image.registry import Registry, RegistryConfigView, _backoff
 from image_layers import e
@@ -138,3 +138,29 @@ def test_another_user_without_credentials_does_not_get_the_cached_private_image(
         with pytest.raises(AuthDenied, match="needs credentials for test/small and none were found"):
             api.ensure(wanted, site)
     assert len(ImageCache(site.cache.root).entries()) == 1
+
+
+def test_layers_are_stored_by_digest_and_shared_between_images(fake_registry, site):
+    api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    push(fake_registry, "test/derived", "v1", SMALL + [[e("app", data=b"app")]])
+    fake_registry.log.clear()
+    api.ensure(f"{fake_registry.host}/test/derived:v1", site)
+    fetched = [path for _, path in fake_registry.log if "/blobs/" in path]
+    assert len(fetched) == 2  # its config and its own top layer; the two layers of test/small are in the store
+    cache = ImageCache(site.cache.root)
+    assert sorted(p.name for p in cache.blob_files()) == sorted(
+        {d[7:] for entry in cache.entries() for d in entry.meta["layers"]})
+
+
+def test_a_stored_layer_damaged_on_disk_is_caught_and_downloaded_again(fake_registry, site):
+    image = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    cache = ImageCache(site.cache.root)
+    blob = cache.blob_files()[0]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    cache.remove(cache.lookup(image.digest))
+    with pytest.raises(DigestMismatch, match=r"stored layer sha256:\w+ now hashes to sha256:\w+; it was removed"):
+        api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    assert not blob.exists() and cache.entries() == []
+    assert api.ensure(f"{fake_registry.host}/test/small:v1", site).digest == image.digest
