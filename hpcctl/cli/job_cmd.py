@@ -232,12 +232,17 @@ def run_schema(args) -> int:
 
 
 def run_config_show(args) -> int:
-    from hpcctl.jobspec.user_config import effective
+    from hpcctl.jobspec.user_config import effective, slurm_cluster_name
     from hpcctl.runs.bundle import runs_dir
+    from hpcctl.site.config import load_site
     from hpcctl.slurm.backend import select_backend
 
     settings = effective(getattr(args, "site", None))
     rows = [[key, s.value, s.origin] for key, s in settings.items()]
+    rows.append(["cluster", load_site(settings["site_file"].value).cluster, "cluster: in the site config"])
+    slurm = slurm_cluster_name()
+    if slurm:
+        rows.append(["slurm_cluster", slurm[0], f"ClusterName in {slurm[1]}"])
     rows.append(["runs_dir", str(runs_dir()), "XDG_DATA_HOME" if "XDG_DATA_HOME" in os.environ
                  else "default (~/.local/share)"])
     rows.append(["slurm_backend", select_backend().name, "pyslurm when a build for this Slurm imports"])

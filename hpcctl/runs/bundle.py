@@ -68,7 +68,8 @@ class Bundle:
 
 
 def create(job_name: str, spec_text: str, site_raw: dict, script: str, record: RunRecord) -> Bundle:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9)) + f".{now // 1000 % 10**6:06d}Z"  # sorts by time
     path = runs_dir() / f"{stamp}-{job_name}-{secrets.token_hex(2)}"
     path.mkdir(parents=True)
     (path / "spec.yaml").write_text(spec_text)

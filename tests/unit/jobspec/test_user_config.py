@@ -81,3 +81,5 @@ def test_config_show_json(xdg):
     assert shown["defaults.time"]["value"] == "00:10:00"
     assert shown["runs_dir"] == {"value": str(xdg / "data" / "hpcctl" / "runs"), "origin": "XDG_DATA_HOME"}
     assert shown["slurm_backend"]["value"] == "commands"
+    assert shown["cluster"] == {"value": "sandbox", "origin": "cluster: in the site config"}
+    assert shown["slurm_cluster"] == {"value": "sandbox", "origin": f"ClusterName in {xdg / 'slurm.conf'}"}

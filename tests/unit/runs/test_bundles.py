@@ -49,3 +49,12 @@ def test_array_outputs_found_from_the_bundle_once_slurm_forgot_the_job(data_home
 def test_plain_job_output_from_the_bundle(data_home):
     bundle = make_bundle(data_home, "7", output="out/%x-%j.log")
     assert output_paths(Target("7", bundle.record()), []) == [("7", str(data_home / "out" / "sweep-7.log"))]
+
+
+def test_newest_bundle_first_even_within_one_second(data_home):
+    """A pipeline's jobs are submitted within a second; `hpcctl list` must still show them newest first."""
+    for job_id in ("10", "11", "12"):
+        bundles.create(f"job{13 - int(job_id)}", "", {}, "", bundles.RunRecord(
+            job_name="x", spec_file="", site="", cluster="", hpcctl_version="", workdir="", output="",
+            job_id=job_id))
+    assert [b.record().job_id for b in bundles.all_bundles()] == ["12", "11", "10"]
