@@ -84,7 +84,7 @@ def sbatch_directives(job: JobSpec) -> list[str]:
     options = {
         "job-name": job.name, "partition": res.partition, "account": res.account, "qos": res.qos,
         "nodes": res.nodes, "ntasks-per-node": res.tasks_per_node, "cpus-per-task": res.cpus_per_task,
-        "mem": f"{parse_size(res.memory) >> 20}M" if res.memory else None,
+        "mem": f"{-(-parse_size(res.memory) // 2**20)}M" if res.memory else None,
         "gres": f"gpu:{res.gpu_type + ':' if res.gpu_type else ''}{res.gpus}" if res.gpus else None,
         "time": res.time, "array": job.array, "output": job.output_pattern, "error": job.stderr,
     }

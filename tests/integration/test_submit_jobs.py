@@ -113,6 +113,10 @@ def test_pipeline_runs_in_dependency_order(sandbox, work):
     for job_id in ids:
         state, _ = sandbox.wait(job_id)
         assert state == "COMPLETED"
+    status = json.loads(hpcctl(sandbox, work, "status", *ids, "--json").stdout)
+    assert [(j["job_id"], j["name"], j["state"], j["exit_code"]) for i in ids for j in status[i]] == [
+        (ids[0], "prepare", "COMPLETED", "0:0"), (ids[1], "train", "COMPLETED", "0:0"),
+        (ids[2], "report", "COMPLETED", "0:0")]
     assert (work / f"report-{ids[2]}.out").read_text() == "report after train:\ndata ready\ntrained\n"
     _, record = bundle_record(work, ids[1])
     assert record["dependencies"] == {"afterok": [ids[0]]}

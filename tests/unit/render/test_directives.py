@@ -8,7 +8,7 @@ import pytest
 from hpcctl.cli import build_parser
 from hpcctl.cli.completion import bash_script
 from hpcctl.jobspec.load import parse_job_file
-from hpcctl.render.directives import plugin_image, sbatch_quote, uses_srun
+from hpcctl.render.directives import plugin_image, sbatch_directives, sbatch_quote, uses_srun
 from hpcctl.runs.submit import dependency_args, dry_run_commands
 
 
@@ -59,3 +59,11 @@ def test_bash_completion_lists_commands_and_options_and_passes_shellcheck():
            "--wait\" ;;" in script
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("memory,option", [("4G", "--mem=4096M"), ("1536M", "--mem=1536M"), ("512K", "--mem=1M"),
+                                           ("0", "--mem=0M")])
+def test_memory_is_rounded_up_to_whole_megabytes(memory, option):
+    """--mem=0 means all of a node's memory: a small request must not round down to it."""
+    job = parse_job_file(f"name: m\ncommand: x\nresources: {{memory: '{memory}'}}\n", "m.yaml").jobs[0]
+    assert option in sbatch_directives(job)
