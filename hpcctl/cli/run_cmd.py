@@ -67,7 +67,8 @@ def register(sub) -> None:
                      help="with --plan-only: print the document hpcctl-exec reads, as JSON")
     run.add_argument("-v", "--verbose", action="store_true", help="print the injection notes before running")
     run.add_argument("image", metavar="IMAGE",
-                     help="registry reference, enroot form (REGISTRY#IMAGE), dockerd://IMAGE, or a squashfs file")
+                     help="registry reference, enroot form (REGISTRY#IMAGE), dockerd://IMAGE, a squashfs file, or "
+                          "an unpacked root tree (a directory)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]",
                      help="command to run (default: the image's CMD); put -- before it when it starts with -")
     run.set_defaults(func=run_image)
@@ -94,7 +95,7 @@ def _raw_options(args, image_path: str) -> dict:
     return raw
 
 
-def _command(args, config: dict, entrypoint: list[str]) -> list[str]:
+def _command(args, config, entrypoint: list[str]) -> list[str]:
     command = args.command or list(config.get("Cmd") or [])
     if not command and not entrypoint:
         raise HpcctlError(f"no command to run: {args.image} has no CMD", "give one after the image, e.g. -- sh")
@@ -105,10 +106,9 @@ def run_image(args) -> int:
     import os
     import socket
 
-    from hpcctl.image import api
     from hpcctl.plugin import options
     from hpcctl.runtime import local
-    from hpcctl.runtime.build import Image, StepFacts
+    from hpcctl.runtime.build import StepFacts
     from hpcctl.runtime.container import build_container
     from hpcctl.site.config import load_default_site
 
@@ -122,19 +122,16 @@ def run_image(args) -> int:
     gpus = local.parse_gpus(args.gpus)
     node = args.node or socket.gethostname().split(".")[0]
     local.check_node_has_gpus(site, node, gpus)
-    cached = api.ensure(args.image, site, uid=user.pw_uid, gid=user.pw_gid, progress=not args.plan_only)
-    with api.in_use(cached), _named_as_run_options():
-        config = cached.config.to_dict()
-        opts = options.parse(_raw_options(args, cached.path), os.getcwd())
+    binary = None if args.plan_only else local.exec_binary(site)
+    with local.opened_image(args.image, site, user, progress=not args.plan_only) as image, _named_as_run_options():
+        opts = options.parse(_raw_options(args, image.path), os.getcwd())
         env = local.start_env(user, gpus, opts.env, os.environ)
         step = StepFacts(who=local.identity(user), cwd=os.getcwd(), node=node, env=env)
-        image = Image(path=str(cached.path), reference=args.image, config=config, hold=cached.lock_path)
         container = build_container(site, image, opts, step, local.state_dir(site))
-        command = _command(args, config, container.plan.entrypoint)
+        command = _command(args, image.config, container.plan.entrypoint)
         if args.plan_only:
             _print_plan(container, args, user.pw_name, node, gpus, opts.mpi or site.mpi.default, command)
             return 0
-        binary = local.exec_binary(site)
         if not args.verbose:
             container.plan.notes = []
         return local.execute(binary, container, command, env, local.state_dir(site))

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from hpcctl.errors import HpcctlError
 from hpcctl.inject import gres
 from hpcctl.plugin.access import Identity
+from hpcctl.runtime.build import Image
 from hpcctl.runtime.container import Container
 from hpcctl.site.config import SiteConfig
 
@@ -96,6 +97,20 @@ def start_env(user: pwd.struct_passwd, gpus: tuple[int, ...], keep: Iterable[str
     env.update({k: environ[k] for k in (*FROM_CALLER, *keep) if k in environ})
     env.update(slurm_gpu_env(gpus))
     return env
+
+
+@contextlib.contextmanager
+def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, progress: bool) -> Iterator[Image]:
+    """An unpacked root tree as is (as `hpcctl site explain` takes it; no squashfuse or pull needed), else the image
+    pipeline's squashfs, pulled with the user's credentials and held in use (cache gc leaves it) meanwhile."""
+    if os.path.isdir(reference):
+        yield Image(path=os.path.realpath(reference), reference=reference)
+        return
+    from hpcctl.image import api
+
+    cached = api.ensure(reference, site, uid=user.pw_uid, gid=user.pw_gid, progress=progress)
+    with api.in_use(cached):
+        yield Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path)
 
 
 def state_dir(site: SiteConfig) -> str:

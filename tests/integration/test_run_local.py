@@ -101,6 +101,14 @@ def test_plan_only_json_is_what_hpcctl_exec_runs(sandbox, busybox):
     assert (direct.returncode, direct.stdout) == (0, "hpcuser\n"), direct.stderr
 
 
+def test_an_unpacked_root_tree_runs_without_the_image_pipeline(sandbox, busybox, tmp_path):
+    plan = json.loads(hpcctl_run(sandbox, "--plan-only", "--json", busybox, "true", check=True).stdout)["plan"]
+    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp_path / "rootfs"), plan["image"]], check=True)
+    result = hpcctl_run(sandbox, "--mpi", "none", "--gpus", "1", "--node", "n1", str(tmp_path / "rootfs"), "sh",
+                        "-c", "head -1 /etc/os-release; whoami; ls /dev/nvidia*", check=True)
+    assert result.stdout.splitlines() == ['NAME="hpcctl busybox test image"', "hpcuser", "/dev/nvidia0"]
+
+
 def test_plan_only_text_says_who_where_and_why(sandbox, busybox):
     result = hpcctl_run(sandbox, "--plan-only", "--mpi", "none", busybox, "--", "sh", "-c", "echo hi", check=True)
     lines = result.stdout.splitlines()
