@@ -16,11 +16,17 @@ def _options(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
 
 
+def _choices(parser: argparse.ArgumentParser) -> list[str]:
+    """Fixed words a positional argument takes (`config show`, `completion bash`)."""
+    return [c for a in parser._actions if not a.option_strings and a.choices
+            and not isinstance(a, argparse._SubParsersAction) for c in a.choices]
+
+
 def bash_script(parser: argparse.ArgumentParser) -> str:
     commands = _subparsers(parser)
     cases = []
     for name, sub in commands.items():
-        words = _options(sub) + list(_subparsers(sub))
+        words = _options(sub) + _choices(sub) + list(_subparsers(sub))
         cases.append(f"    {name}) words=\"{' '.join(words)}\" ;;")
     return "\n".join([
         "# bash completion for hpcctl: source <(hpcctl completion bash)",

@@ -57,6 +57,8 @@ def test_bash_completion_lists_commands_and_options_and_passes_shellcheck():
     script = bash_script(build_parser())
     assert "submit) words=\"--dry-run --help --json --keep-sbatch-env --parsable --site --test-only --timeout " \
            "--wait\" ;;" in script
+    assert "config) words=\"--help --json --site show\" ;;" in script
+    assert "completion) words=\"--help bash\" ;;" in script
     result = subprocess.run(["shellcheck", "--shell=bash", "-"], input=script, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
