@@ -3,7 +3,8 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.slurm.jobs import expand_output, from_scontrol_line, from_squeue, parse_parsable, split_ref
+from hpcctl.slurm.jobs import (expand_output, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable,
+                               split_ref)
 
 
 @pytest.mark.parametrize("out,expected", [("123\n", ("123", None)), ("123;sandbox\n", ("123", "sandbox")),
@@ -57,3 +58,10 @@ def test_scontrol_line():
 
 def test_expand_output_patterns():
     assert expand_output("%x_%3a_%%.out", "/w", "9", "8", "4", "n", "u", "n1") == "/w/n_004_%.out"
+
+
+def test_sacct_line_where_accounting_exists():
+    info = from_sacct_line("23_1|sweep|CANCELLED by 2001|0:15|n2")
+    assert (info.job_id, info.name, info.state, info.exit_code, info.nodes, info.source) == (
+        "23_1", "sweep", "CANCELLED", "0:15", "n2", "sacct")
+    assert not info.active and info.matches("23") and info.matches("23_1")
