@@ -18,11 +18,12 @@ def busybox(sandbox):
     return f"{sandbox.registry}/hpcctl/busybox:latest"
 
 
-def hpcctl_run(sandbox, *args, site=None, check=False, cwd=None):
-    """`sudo -u root hpcctl run ...` as the sandbox user would type it: SUDO_USER names them."""
+def hpcctl_run(sandbox, *args, site=None, check=False, cwd=None, env=None):
+    """`sudo hpcctl run ...` as the sandbox user would type it: SUDO_USER names them."""
     site_args = ["--site", str(site)] if site else []
-    return sandbox.run([sys.executable, "-m", "hpcctl", *site_args, "run", *args], env={"SUDO_USER": sandbox.user}, check=check,
-                       timeout=120, cwd=cwd or sandbox.workdir())
+    return sandbox.run([sys.executable, "-m", "hpcctl", *site_args, "run", *args],
+                       env={"SUDO_USER": sandbox.user, **(env or {})}, check=check, timeout=120,
+                       cwd=cwd or sandbox.workdir())
 
 
 def test_a_registry_image_runs_as_the_sudo_user_in_their_directory(sandbox, busybox):
@@ -41,7 +42,17 @@ def test_the_commands_exit_status_is_hpcctls(sandbox, busybox):
         127, "hpcctl: error: cannot run no-such-command in the container: No such file or directory\n")
 
 
-SHOW_GPUS = "echo STEP=$SLURM_STEP_GPUS CVD=$CUDA_VISIBLE_DEVICES; for d in /dev/nvidia*; do stat -c '%n %t:%T' $d; done"
+def test_env_workdir_and_a_readonly_root_as_the_plugin_options(sandbox, busybox):
+    result = hpcctl_run(sandbox, "--env", "RUN_TEST_VAR", "--workdir", "/w", "--readonly", "--mpi", "none", busybox,
+                        "sh", "-c", "echo $RUN_TEST_VAR ${SECRET_VAR-unset}; pwd; touch /x",
+                        env={"RUN_TEST_VAR": "passed", "SECRET_VAR": "leaked"})
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["passed unset", "/w"]
+    assert result.stderr == "touch: /x: Read-only file system\n"
+
+
+SHOW_GPUS = ("echo STEP=$SLURM_STEP_GPUS CVD=$CUDA_VISIBLE_DEVICES; "
+             "for d in /dev/nvidia*; do stat -c '%n %t:%T' $d; done")
 
 
 @pytest.mark.parametrize("node,gpus,devices", [("n1", "1", ["/dev/nvidia0 c3:0"]),
