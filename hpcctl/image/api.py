@@ -104,7 +104,7 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
     digest = parsed.digest or _tag_digest(registry, parsed)
     found = find(stores, digest)
     if found:
-        _authorize(registry, found[1])
+        _authorize(found[1], parsed, registry, site, uid)
         return _hit(*found)
 
     target = stores[-1]
@@ -118,18 +118,25 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
 
     entry, built = target.single_flight(digest, build)
     if not built:
-        _authorize(registry, entry)
+        _authorize(entry, parsed, registry, site, uid)
     if target.disk_usage() > site.cache.high_watermark:
         from hpcctl.image import gc
         gc.collect(target, site.cache.low_watermark, keep={digest})
     return _hit(target, entry)
 
 
-def _authorize(registry: Registry, entry: Entry) -> None:
-    """A cached private image is handed out only after the registry accepted this user's own credentials for it:
-    already done when resolving its tag challenged them, else one HEAD request for its digest."""
-    if entry.meta.get("auth_required") and not registry.auth_required:
-        registry.head_digest(entry.digest)
+def _authorize(entry: Entry, ref: ImageRef, registry: Registry, site: SiteConfig, uid: int | None) -> None:
+    """A cached private image is handed out only after the repository it was pulled from accepted this user's own
+    credentials for it: already done when resolving the tag there challenged them, else one HEAD request for its
+    digest there. Asking another registry (one that claims to have the same digest) proves nothing."""
+    if not entry.meta.get("auth_required"):
+        return
+    origin = parse(entry.meta["reference"])
+    if (origin.registry, origin.repository) != (ref.registry, ref.repository):
+        registry = registry_for(ImageRef(origin.registry, origin.repository), site, uid)
+    elif registry.auth_required:
+        return
+    registry.head_digest(entry.digest)
 
 
 def _hit(store: ImageCache, entry: Entry) -> CachedImage:

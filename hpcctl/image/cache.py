@@ -1,6 +1,7 @@
 """The node-local image cache: one squashfs per image, keyed by the digest its reference resolves to.
 
-Layout under ``site.cache.root`` (root-owned, 0755 dirs, 0644 files: users may read, never write)::
+Layout under ``site.cache.root`` (root-owned, 0755 dirs, 0644 files: users may read, never write; the squashfs
+and layers of a private image are 0600, so only jobs whose user the registry accepted get at them)::
 
     images/<hex>.sqsh   the image            images/<hex>.json   its metadata, written last
     blobs/sha256/<hex>  compressed layers    tmp/                 partial files of running pulls
@@ -213,7 +214,7 @@ class ImageCache:
         try:
             with open(partial, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(partial, 0o644)
+            os.chmod(partial, 0o600 if meta.get("auth_required") else 0o644)
             os.replace(partial, self.sqsh_path(digest))
             meta_tmp = self.tmp / f"{key_of(digest)}.{os.getpid()}.json"
             with open(meta_tmp, "w") as fh:

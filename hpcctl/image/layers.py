@@ -45,8 +45,10 @@ class LayerStore:
             return False
         return size is None or st.st_size == size
 
-    def fetch(self, registry: Registry, descriptor: dict, progress: Callable[[int], None]) -> tuple[Path, int]:
-        """The stored blob for ``descriptor``, downloading it if missing; returns (path, bytes downloaded)."""
+    def fetch(self, registry: Registry, descriptor: dict, progress: Callable[[int], None],
+              private: bool = False) -> tuple[Path, int]:
+        """The stored blob for ``descriptor``, downloading it if missing; returns (path, bytes downloaded).
+        A ``private`` image's blob is readable by root only."""
         digest, size = descriptor["digest"], descriptor.get("size")
         final = self.path(digest)
         if self.has(digest, size):
@@ -57,7 +59,7 @@ class LayerStore:
         try:
             with open(part, "wb") as out:
                 registry.download_blob(digest, size, out, progress)
-            os.chmod(part, 0o644)
+            os.chmod(part, 0o600 if private else 0o644)
             os.replace(part, final)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -65,7 +65,8 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
     downloaded = 0
     try:
         with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
-            futures = [pool.submit(store.fetch, registry, d, progress.advance) for d in reversed(layers)]
+            futures = [pool.submit(store.fetch, registry, d, progress.advance, manifest.auth_required)
+                       for d in reversed(layers)]
             try:
                 with SquashfsWriter(partial, compression) as writer:
                     flattener = Flattener(writer.stdin)

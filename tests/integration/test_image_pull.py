@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,28 @@ class TestPrivateRegistry:
         write(sandbox.auth_password)
         pulled = site.pull(f"{sandbox.auth_registry}/private/busybox:latest", "--uid", str(uid))
         assert "squashfs-root/bin/busybox" in listing(pulled["path"])
+        assert os.stat(pulled["path"]).st_mode & 0o777 == 0o600  # jobs get it through the plugin, users never
+        denied = sandbox.run(["cat", pulled["path"]], user=sandbox.user, check=False)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr
+
+    def test_a_job_gets_the_private_image_with_its_users_credentials_only(self, sandbox, creds):
+        """Through the plugin and the node cache, with the credentials file the sandbox's site config names."""
+        home = Path(pwd.getpwnam(sandbox.user).pw_dir)
+        srun = ["srun", "-w", "n1", "--container-mpi=none", "--container-workdir=/",
+                f"--container-image={sandbox.auth_registry}/private/busybox:latest", "cat", "/etc/os-release"]
+        refused = sandbox.run(srun, user=sandbox.user, check=False, timeout=120, cwd=sandbox.workdir())
+        assert refused.returncode != 0
+        assert f"srun: error: registry {sandbox.auth_registry} needs credentials for private/busybox" in \
+            refused.stderr
+        netrc = home / ".config/enroot/.credentials"
+        sandbox.run(["mkdir", "-p", str(netrc.parent)], user=sandbox.user)
+        sandbox.run(["sh", "-c", f"umask 077; echo 'machine {sandbox.auth_registry} login {sandbox.auth_user} "
+                                 f"password {sandbox.auth_password}' > {netrc}"], user=sandbox.user)
+        try:
+            ran = sandbox.run(srun, user=sandbox.user, timeout=120, cwd=sandbox.workdir())
+            assert "hpcctl busybox test image" in ran.stdout
+        finally:
+            netrc.unlink()
 
     def test_a_wrong_password_is_a_clear_error_and_gets_no_cached_copy(self, sandbox, creds):
         site, write, uid = creds

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import threading
 import time
@@ -164,3 +165,38 @@ def test_a_stored_layer_damaged_on_disk_is_caught_and_downloaded_again(fake_regi
         api.ensure(f"{fake_registry.host}/test/small:v1", site)
     assert not blob.exists() and cache.entries() == []
     assert api.ensure(f"{fake_registry.host}/test/small:v1", site).digest == image.digest
+
+
+def test_a_private_images_files_are_readable_by_root_only(fake_registry, site, tmp_path):
+    public = api.ensure(f"{fake_registry.host}/test/small:v1", site)
+    push(fake_registry, "test/private", "v1", [[e("secret", data=b"private data")]])
+    fake_registry.auth = "basic"
+    (tmp_path / "netrc").write_text(f"machine {fake_registry.host} login alice password secret\n")
+    private = api.ensure(f"{fake_registry.host}/test/private:v1", site)
+    assert (os.stat(public.path).st_mode & 0o777, os.stat(private.path).st_mode & 0o777) == (0o644, 0o600)
+    store = ImageCache(site.cache.root)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in store.blob_files()}
+    layers = {entry.meta["reference"]: entry.meta["layers"] for entry in store.entries()}
+    assert [modes[d[7:]] for d in layers[private.reference]] == [0o600]
+    assert {modes[d[7:]] for d in layers[public.reference]} == {0o644}
+
+
+def test_a_registry_claiming_a_cached_private_digest_does_not_unlock_it(fake_registry, site, tmp_path):
+    """The digests of cached images are no secret (`hpcctl image ls`): an open registry that serves, or merely
+    claims, a private image's digest must not hand the cached copy to a user the private registry never accepted."""
+    from fake_registry import FakeRegistry
+    layers = [[e("secret", data=b"private data")]]
+    digest = push(fake_registry, "corp/private", "v1", layers)
+    fake_registry.auth = "basic"
+    (tmp_path / "netrc").write_text(f"machine {fake_registry.host} login alice password secret\n")
+    api.ensure(f"{fake_registry.host}/corp/private:v1", site)
+    (tmp_path / "netrc").unlink()
+    evil = FakeRegistry().start()
+    try:
+        assert push(evil, "corp/private", "v1", layers) == digest
+        claimed = with_registries(site, insecure=(fake_registry.host, evil.host))
+        for wanted in (f"{evil.host}/corp/private:v1", f"{evil.host}/other/name@{digest}"):
+            with pytest.raises(AuthDenied, match=f"registry {fake_registry.host} needs credentials for corp/private"):
+                api.ensure(wanted, claimed)
+    finally:
+        evil.stop()
