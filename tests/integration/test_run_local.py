@@ -8,6 +8,8 @@ import sys
 import pytest
 import yaml
 
+from tests.integration.plugin_helpers import push_busybox_variant
+
 pytestmark = pytest.mark.integration
 
 SMI = "#!/bin/sh\necho 'NVIDIA-SMI 535.104.05   fake GPU table'\n"
@@ -49,6 +51,18 @@ def test_env_workdir_and_a_readonly_root_as_the_plugin_options(sandbox, busybox)
     assert result.returncode == 1
     assert result.stdout.splitlines() == ["passed unset", "/w"]
     assert result.stderr == "touch: /x: Read-only file system\n"
+
+
+def test_entrypoint_on_request_and_the_images_cmd_by_default(sandbox):
+    repo = "hpcctl/run-entrypoint"
+    push_busybox_variant(sandbox.registry, repo, "v1", [], entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; '
+                                                                       'exec "$@"', "entrypoint"])
+    image = f"{sandbox.registry}/{repo}:v1"
+    assert hpcctl_run(sandbox, "--entrypoint", image, "echo", "task", check=True).stdout == "entrypoint-ran\ntask\n"
+    assert hpcctl_run(sandbox, image, "echo", "task", check=True).stdout == "task\n"
+    default = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--user", sandbox.user, image],
+                          input="echo from-the-image-cmd; id -un\n", timeout=120, cwd=sandbox.workdir())
+    assert default.stdout == "from-the-image-cmd\nhpcuser\n"
 
 
 SHOW_GPUS = ("echo STEP=$SLURM_STEP_GPUS CVD=$CUDA_VISIBLE_DEVICES; "
@@ -123,6 +137,9 @@ def test_an_unpacked_root_tree_runs_without_the_image_pipeline(sandbox, busybox,
     result = hpcctl_run(sandbox, "--mpi", "none", "--gpus", "1", "--node", "n1", str(tmp_path / "rootfs"), "sh",
                         "-c", "head -1 /etc/os-release; whoami; ls /dev/nvidia*", check=True)
     assert result.stdout.splitlines() == ['NAME="hpcctl busybox test image"', "hpcuser", "/dev/nvidia0"]
+    no_cmd = hpcctl_run(sandbox, str(tmp_path / "rootfs"))
+    assert (no_cmd.returncode, no_cmd.stderr) == (1, f"hpcctl: error: no command to run: {tmp_path}/rootfs has no "
+                                                     "CMD (give one after the image, e.g. -- sh)\n")
 
 
 def test_plan_only_text_says_who_where_and_why(sandbox, busybox):
