@@ -20,6 +20,6 @@ setup(
     packages=find_packages(include=["hpcctl", "hpcctl.*"]),
     data_files=[shared("templates"), shared("site-configs"), shared("spank")],
     install_requires=["pyyaml>=6", "jinja2>=3.1", "docker>=6", "spython>=0.3"],
-    extras_require={"test": ["pytest>=7", "pytest-mock>=3"]},
+    extras_require={"test": ["pytest>=7", "pytest-mock>=3", "jsonschema>=4"]},
     entry_points={"console_scripts": ["hpcctl=hpcctl.cli:main"]},
 )
