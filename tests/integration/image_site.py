@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from conftest import hpcctl_cmd
+
+def hpcctl_cmd(*args: str) -> list[str]:
+    """The command line of this checkout's hpcctl (not taken from conftest: several test dirs have one)."""
+    return [sys.executable, "-m", "hpcctl", *args]
 
 
 class ImageSite:

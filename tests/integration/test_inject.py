@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import hpcctl_cmd
 from hpcctl.sandbox.mpi_image import MPICH_ABI, OPENMPI
 from image_layers import e, push_to_sandbox
+from image_site import hpcctl_cmd
 
 pytestmark = pytest.mark.integration
 
