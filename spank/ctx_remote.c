@@ -296,12 +296,15 @@ static void exec_entrypoint(spank_t sp)
 int ctx_remote_task_init(spank_t sp)
 {
     uint32_t rank = 0;
+    int local = 0;
     char err[512];
     if (!st.enabled)
         return 0;
     spank_get_item(sp, S_TASK_GLOBAL_ID, &rank);
+    spank_get_item(sp, S_TASK_ID, &local);
     if (st.error[0]) {
-        fprintf(stderr, "hpcctl: error: %s\n", st.error);
+        if (local == 0) /* the setup failed for the whole node: one line per node, not one per task */
+            fprintf(stderr, "hpcctl: error: %s\n", st.error);
         _exit(1);
     }
     struct env_ops ops = {task_get, task_set, task_unset, sp};

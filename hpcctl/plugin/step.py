@@ -52,7 +52,7 @@ def handle(request: dict, site_path: str) -> dict:
 
     batch = bool(job.get("batch")) and bool(job.get("argv"))
     step = StepFacts(who=who, cwd=cwd, node=node, env=env, batch_script=job["argv"][0] if batch else None,
-                     job_id=str(job["jobid"]), step_id=str(job["stepid"]))
+                     job_id=str(job["jobid"]), step_id=str(job["stepid"]), slurm_commands=True)
     container = build_container(site, image, opts, step, os.path.join(names.job_dir(site, job["jobid"]), node),
                                 upper=named.upper if named else "")
     if env.get("HPCCTL_VERBOSE") != "1":

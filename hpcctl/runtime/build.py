@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
+from hpcctl.plugin import slurm_client
 from hpcctl.plugin.access import Identity, readable
 from hpcctl.plugin.environment import compose, image_env
 from hpcctl.plugin.options import ContainerOptions
@@ -59,6 +60,7 @@ class StepFacts:
     batch_script: str | None = None  # the batch step's script in the slurmd spool, bound in read-only
     job_id: str = "0"
     step_id: str = "0"
+    slurm_commands: bool = False  # bind the host's srun, sbatch ... in (the SPANK plugin's steps)
 
 
 def _depth(mount: PlanMount) -> int:
@@ -95,6 +97,8 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
         mounts.append(PlanMount(m.source, m.target, kind="bind", readonly=m.readonly,
                                 create="file" if "file" in m.flags else "dir" if "dir" in m.flags else "auto",
                                 why=m.why or "site mount"))
+    if step.slurm_commands:
+        mounts += slurm_client.mounts(site.slurm.config_dir, site.plugin.runtime_dir)
     if step.batch_script:
         mounts.append(PlanMount(step.batch_script, step.batch_script, readonly=True, create="file",
                                 why="the batch script, so it runs inside the container"))

@@ -11,7 +11,7 @@ MARKER = "hpcctl-test-image"
 
 
 def build_image(dest: Path) -> Path:
-    """busybox-static, /etc/marker, a setuid-root copy of busybox as /opt/suid/id, and a root-only file."""
+    """busybox-static, /etc/marker, root in /etc/passwd, a setuid-root copy of busybox as /opt/suid/id, and a root-only file."""
     tree = dest / "tree"
     if tree.exists():
         shutil.rmtree(tree)
@@ -23,6 +23,8 @@ def build_image(dest: Path) -> Path:
         if applet != "busybox":
             os.symlink("busybox", tree / "bin" / applet)
     (tree / "etc/marker").write_text(MARKER + "\n")
+    (tree / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")  # as in any real image (Slurm's commands
+    (tree / "etc/group").write_text("root:x:0:\n")  # look up SlurmUser=root)
     shutil.copy2("/bin/busybox", tree / "opt/suid/id")
     os.chmod(tree / "opt/suid/id", 0o4755)
     os.chmod(tree / "tmp", 0o1777)

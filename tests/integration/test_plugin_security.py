@@ -1,8 +1,10 @@
 """What users cannot do through the plugin: escape the site's mount policy, read what they could not read,
 redirect the plugin's Python, or gain privileges from the image."""
 
-import os
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -45,21 +47,26 @@ def test_symlink_to_a_denied_prefix(sandbox, work, image):
     assert "(= /etc) is under /etc" in line
 
 
-def test_sources_the_user_cannot_read(sandbox, work, image):
-    private = work / "root-only"
-    private.mkdir()
-    os.chown(private, 0, 0)
-    os.chmod(private, 0o700)
+@pytest.fixture
+def root_dir():
+    """A root-owned directory outside the test user's tree (sandbox.workdir() chowns that tree to the user)."""
+    path = tempfile.mkdtemp(prefix="hpcctl-root-only-")
+    yield Path(path)
+    shutil.rmtree(path)
+
+
+def test_sources_the_user_cannot_read(sandbox, work, image, root_dir):
+    private = root_dir  # mode 0700
     r = srun(sandbox, f"--container-image={image}", NO_MPI, f"--container-mounts={private}:/x", "true", cwd=work)
     assert r.returncode != 0
     assert f"hpcctl: error: --container-mounts: {private} is not readable by you" in r.stderr, r.stderr
 
 
-def test_image_the_user_cannot_read(sandbox, work, image):
-    secret = work / "secret.sqsh"
+def test_image_the_user_cannot_read(sandbox, work, image, root_dir):
+    root_dir.chmod(0o755)
+    secret = root_dir / "secret.sqsh"
     secret.write_bytes(open(image, "rb").read())
-    os.chown(secret, 0, 0)
-    os.chmod(secret, 0o600)
+    secret.chmod(0o600)
     line = one_error_line(srun(sandbox, f"--container-image={secret}", NO_MPI, "true", cwd=work))
     assert f"--container-image: {secret} is not readable by you" in line
 
