@@ -1,5 +1,6 @@
 """Registry images through the node cache: image ENV, pyxis '#' references, entrypoints, pinning at submit."""
 
+import time
 import uuid
 
 import pytest
@@ -53,6 +54,31 @@ def test_tag_is_pinned_at_submit_time(sandbox, work):
     r = srun(sandbox, f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI, "sh", "-c",
              "echo version=$PIN_VERSION", cwd=work)
     assert r.stdout.strip() == "version=2", r.stderr  # a new submission sees the moved tag
+
+
+def test_retag_while_the_job_runs_changes_none_of_its_steps(sandbox, work):
+    repo = f"hpcctl/plugin-retag-{uuid.uuid4().hex[:8]}"
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=1"])
+    flag = work / f"{repo.split('/')[-1]}.retagged"
+    script = work / "retag.sh"
+    script.write_text("#!/bin/sh\necho batch=$PIN_VERSION\n"
+                      f"while [ ! -e {flag} ]; do sleep 0.1; done\n"
+                      "srun -N2 -n2 sh -c 'echo step=$PIN_VERSION'\n"
+                      f"srun -N1 -n1 --container-image={sandbox.registry}/{repo}:latest sh -c 'echo named=$PIN_VERSION'\n")
+    sandbox.run(["chown", f"{sandbox.user}:{sandbox.user}", str(script)])
+    submitted = sandbox.run(["sbatch", "--parsable", "-N2", "-n2", f"--output={work}/retag-%j.out",
+                             f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI, str(script)],
+                            user=sandbox.user, cwd=work)
+    job_id = submitted.stdout.strip().split(";")[0]
+    out = work / f"retag-{job_id}.out"
+    deadline = time.monotonic() + 60
+    while "batch=" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=2"])  # the tag moves while it runs
+    flag.touch()
+    state, _ = sandbox.wait(job_id)
+    assert state == "COMPLETED", out.read_text()
+    assert out.read_text().split() == ["batch=1", "step=1", "step=1", "named=1"]
 
 
 @pytest.mark.parametrize("ref, words", [

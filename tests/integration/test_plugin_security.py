@@ -89,3 +89,23 @@ def test_no_new_privileges_and_nosuid(sandbox, work, image):
              "grep NoNewPrivs /proc/self/status; /opt/suid/id -u; grep -c nosuid /proc/self/mounts", cwd=work)
     out = r.stdout.split()
     assert out[:3] == ["NoNewPrivs:", "1", "2001"], r.stderr
+
+
+def test_plugin_python_ignores_the_users_ld_preload(sandbox, work, image):
+    """LD_PRELOAD reaches the user's own processes (srun, the task), never the plugin's root helper."""
+    log = work / "preload.log"
+    source = work / "spy.c"
+    source.write_text('#include <stdio.h>\n#include <unistd.h>\n'
+                      "__attribute__((constructor)) static void spy(void) {\n"
+                      f'    FILE *f = fopen("{log}", "a"); char exe[256] = "";\n'
+                      "    readlink(\"/proc/self/exe\", exe, sizeof(exe) - 1);\n"
+                      '    if (f) { fprintf(f, "%u %s\\n", geteuid(), exe); fclose(f); }\n}\n')
+    spy = work / "spy.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(spy), str(source)], check=True)
+    log.touch()
+    log.chmod(0o666)
+    r = srun(sandbox, f"--container-image={image}", NO_MPI, "true", cwd=work, env={"LD_PRELOAD": str(spy)})
+    assert r.returncode == 0, r.stderr
+    loaded = log.read_text().split("\n")
+    assert any(line.endswith("/srun") for line in loaded), loaded  # the spy works ...
+    assert not any("python" in line or line.startswith("0 ") for line in loaded), loaded  # ... but not as root
