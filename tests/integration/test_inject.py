@@ -3,12 +3,14 @@
 import hashlib
 import json
 import re
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from fake_gpu_host import DRIVER, build_fake_host
 from hpcctl.sandbox.mpi_image import MPICH_ABI, OPENMPI
 from image_layers import e, push_to_sandbox
 from image_site import hpcctl_cmd
@@ -165,3 +167,37 @@ def test_site_explain_an_image_reference_with_a_gpu_and_host_mpi(sandbox, images
     assert re.search(rf"^bind +{HOST_LIBMPI} +{HOST_LIBMPI} +ro +MPI 'openmpi': host libmpi.so 40.30.4 over the "
                      r"image's 40.30.4 \(abi_check major\)$", result.stdout, re.MULTILINE)
     assert re.search(r"^set +CUDA_VISIBLE_DEVICES +0 +host GPUs 0 renumbered", result.stdout, re.MULTILINE)
+
+
+SHOW_DRIVER = ("echo CVD=$CUDA_VISIBLE_DEVICES LD=$LD_LIBRARY_PATH; ls /dev/ | grep nvidia; stat -c '%n %t:%T' "
+               "/dev/nvidia*; ls /.hpcctl/lib; nvidia-smi; ls {dev}")
+
+
+def test_a_task_on_a_fake_driver_tree_sees_exactly_its_gpus_and_the_driver(sandbox, images, tmp_path):
+    """`hpcctl run` builds the container a job step gets; a test site config points it at a fake driver tree."""
+    host = build_fake_host(tmp_path / "host")
+    site = tmp_path / "site.yaml"
+    site.write_text(f"""version: 1
+cluster: fakegpu
+cache: {{root: {tmp_path / 'cache'}}}
+registries: {{insecure: [{sandbox.registry}]}}
+gpu:
+  driver_libraries: [libcuda.so, libnvidia-ml.so, libnvidia-ptxjitcompiler.so]
+  binaries: [{host.root}/usr/bin/nvidia-smi]
+  control_devices: [{host.dev}/nvidiactl]
+  device_pattern: {host.dev}/nvidia{{index}}
+  ldconfig: {host.ldconfig}
+""")
+
+    def run(gpus: str) -> subprocess.CompletedProcess:
+        return sandbox.run(hpcctl_cmd("--site", str(site), "run", "--gpus", gpus, "--node", "n1", "--mpi", "none",
+                                      images["busybox"], "sh", "-c", SHOW_DRIVER.format(dev=host.dev)), check=False,
+                           timeout=120)
+
+    seen = run("3,1").stdout.splitlines()
+    assert seen == ["CVD=1,0 LD=/.hpcctl/lib", "nvidia1", "nvidia3", "/dev/nvidia1 c3:1", "/dev/nvidia3 c3:3",
+                    "libcuda.so", "libcuda.so.1", "libnvidia-ml.so", "libnvidia-ml.so.1",
+                    f"NVIDIA-SMI {DRIVER}   fake GPU table", "nvidiactl"]
+    none = run("0")
+    assert none.stdout.splitlines()[0] == "CVD= LD=" and "nvidia-smi: not found" in none.stderr
+    assert "nvidia" not in none.stdout.split("\n", 1)[1]

@@ -1,10 +1,10 @@
-"""Fixtures for injection tests; the fakes themselves are in inject_fakes.py."""
+"""Fixtures for injection tests; the fakes themselves are in tests/fake_gpu_host.py."""
 
 import os
 
 import pytest
 
-from inject_fakes import FakeHost, build_fake_host
+from fake_gpu_host import FakeHost, build_fake_host
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 from hpcctl.inject import abi, container_libs
 from hpcctl.inject.gres import expand, gpu_files
 
-from inject_fakes import image
+from fake_gpu_host import image
 
 
 @pytest.mark.parametrize("name,linker,version", [

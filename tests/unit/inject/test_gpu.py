@@ -9,7 +9,7 @@ from hpcctl.inject import StepInfo, plan_injections
 from hpcctl.inject.gpu import NVIDIA_IMAGE_ENV, remap
 from hpcctl.runtime.plan import EnvOp
 
-from inject_fakes import DRIVER, LIBDIR, OLD_DRIVER, image
+from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, image
 
 
 def step(gpus: str, node: str = "n1", **env) -> StepInfo:

@@ -6,7 +6,7 @@ from hpcctl.errors import HpcctlError
 from hpcctl.inject import StepInfo, plan_injections
 from hpcctl.runtime.plan import EnvOp
 
-from inject_fakes import LIBDIR, image
+from fake_gpu_host import LIBDIR, image
 
 IMAGE_LIB = "/usr/lib/x86_64-linux-gnu"
 

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from inject_fakes import DRIVER, LIBDIR, image
+from fake_gpu_host import DRIVER, LIBDIR, image
 
 
 def hpcctl(*args):

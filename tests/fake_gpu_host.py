@@ -1,5 +1,6 @@
-"""Fake hosts and images for injection tests: real shared objects with the right sonames (built with gcc), a
-linker cache over them read by a wrapped ldconfig, a fake nvidia-smi, device nodes with NVIDIA's major 195."""
+"""Fake GPU hosts and images for injection tests (unit tests, and `hpcctl run` in integration tests): real shared
+objects with the right sonames (built with gcc), a linker cache over them read by a static ldconfig stand-in, a fake
+nvidia-smi, device nodes with NVIDIA's major 195."""
 
 from __future__ import annotations
 
@@ -81,6 +82,34 @@ gpu:
         return load_site(path)
 
 
+LDCONFIG_C = r"""#include <string.h>
+#include <unistd.h>
+/* The fake host's ldconfig: `-p` lists the fake driver tree's cache, `-r ROOT -p` is the real ldconfig; run with
+   no arguments inside a container (to rebuild its cache) it does nothing: the fake libraries are found through
+   LD_LIBRARY_PATH. Static, as the runtime executes it inside the container. */
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-r") == 0)
+            return execv("/sbin/ldconfig", argv), 127;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-p") == 0)
+            return execl("/sbin/ldconfig", "ldconfig", "-C", CACHE, "-p", (char *)0), 127;
+    return 0;
+}
+"""
+
+
+def static_ldconfig(root: Path, cache: Path) -> Path:
+    """A static ldconfig stand-in (see LDCONFIG_C) at ``root``/ldconfig that lists ``cache``."""
+    source = root / "ldconfig.c"
+    source.write_text(LDCONFIG_C)
+    out = root / "ldconfig"
+    subprocess.run(["gcc", "-static", "-O1", f'-DCACHE="{cache}"', "-o", str(out), str(source)], check=True)
+    source.unlink()
+    return out
+
+
 def mknod(path: Path, major: int, minor: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mknod(path, 0o666 | 0o020000, os.makedev(major, minor))
@@ -98,9 +127,7 @@ def build_fake_host(root: Path) -> FakeHost:
     (root / "ld.so.conf").write_text(f"{libs}\n{root / 'old'}\n{root / 'mpich'}\n")
     subprocess.run(["/sbin/ldconfig", "-X", "-C", str(root / "ld.so.cache"), "-f", str(root / "ld.so.conf")],
                    check=True)
-    ldconfig = root / "ldconfig"
-    ldconfig.write_text(f'#!/bin/sh\nexec /sbin/ldconfig -C {root / "ld.so.cache"} "$@"\n')
-    ldconfig.chmod(0o755)
+    ldconfig = static_ldconfig(root, root / "ld.so.cache")
     smi = root / "usr/bin/nvidia-smi"
     smi.parent.mkdir(parents=True)
     smi.write_text(SMI)
