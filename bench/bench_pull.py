@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hpcctl.image.squashfs import MKSQUASHFS_COMPRESSION  # noqa: E402
+from hpcctl.image.squashfs import mksquashfs_args  # noqa: E402
 
 REGISTRY_STORAGE = Path("/var/lib/hpcctl-sandbox/registry")
 REGISTRY_LOG = Path("/var/log/hpcctl-sandbox/registry.log")
@@ -76,7 +76,7 @@ def sarus_pipeline(image: str, workdir: Path) -> tuple[float, dict]:
                                              f"docker://{image}", f"oci:{oci}:image"])
     phases["umoci unpack"], _ = run_measured(["umoci", "unpack", "--image", f"{oci}:image", str(bundle)])
     phases["mksquashfs"], _ = run_measured(["mksquashfs", str(bundle / "rootfs"), str(out), "-noappend", "-quiet",
-                                            "-no-progress", *MKSQUASHFS_COMPRESSION[COMPRESSION]])
+                                            "-no-progress", *mksquashfs_args(COMPRESSION)])
     return sum(phases.values()), phases
 
 

@@ -11,25 +11,21 @@ from typing import BinaryIO
 from hpcctl.errors import HpcctlError
 from hpcctl.image.errors import NoSpace
 
-# site `cache.compression` -> tar2sqfs arguments. zstd at level 3 (zstd's own default) packs about as well as gzip
-# layers at several times the speed; "none" maps to lz4, the cheapest codec tar2sqfs has.
-COMPRESSION = {
-    "zstd": ["-c", "zstd", "-X", "level=3"],
-    "lz4": ["-c", "lz4"],
-    "none": ["-c", "lz4"],
-    "gzip": ["-c", "gzip", "-X", "level=6"],
-    "lzo": ["-c", "lzo"],
-    "xz": ["-c", "xz"],
-}
-# the same settings for mksquashfs, so benchmarks compare like with like
-MKSQUASHFS_COMPRESSION = {
-    "zstd": ["-comp", "zstd", "-Xcompression-level", "3"],
-    "lz4": ["-comp", "lz4"],
-    "none": ["-comp", "lz4"],
-    "gzip": ["-comp", "gzip", "-Xcompression-level", "6"],
-    "lzo": ["-comp", "lzo"],
-    "xz": ["-comp", "xz"],
-}
+# site `cache.compression` -> (codec, level). zstd at level 3 (zstd's own default) packs about as well as gzip
+# layers at several times the speed; "none" maps to lz4, the cheapest codec squashfs has.
+CODECS = {"zstd": ("zstd", 3), "lz4": ("lz4", None), "none": ("lz4", None), "gzip": ("gzip", 6),
+          "lzo": ("lzo", None), "xz": ("xz", None)}
+
+
+def tar2sqfs_args(compression: str) -> list[str]:
+    codec, level = CODECS[compression]
+    return ["-c", codec, *(["-X", f"level={level}"] if level else [])]
+
+
+def mksquashfs_args(compression: str) -> list[str]:
+    """The same settings for mksquashfs, so benchmarks compare like with like."""
+    codec, level = CODECS[compression]
+    return ["-comp", codec, *(["-Xcompression-level", str(level)] if level else [])]
 
 
 class SquashfsWriter:
@@ -43,7 +39,7 @@ class SquashfsWriter:
         self._stderr_path = path.with_name(path.name + ".log")
         self._stderr = open(self._stderr_path, "w+b")
         self.proc = subprocess.Popen(
-            [tool, "--quiet", "--force", "--no-skip", *COMPRESSION[compression],
+            [tool, "--quiet", "--force", "--no-skip", *tar2sqfs_args(compression),
              "--num-jobs", str(jobs or os.cpu_count() or 1), "--defaults", "mode=0755", str(path)],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr, bufsize=0)
         self.stdin: BinaryIO = self.proc.stdin
