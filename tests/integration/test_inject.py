@@ -173,9 +173,8 @@ SHOW_DRIVER = ("echo CVD=$CUDA_VISIBLE_DEVICES LD=$LD_LIBRARY_PATH; ls /dev/ | g
                "/dev/nvidia*; ls /.hpcctl/lib; nvidia-smi; ls {dev}")
 
 
-def test_a_task_on_a_fake_driver_tree_sees_exactly_its_gpus_and_the_driver(sandbox, images, tmp_path):
-    """`hpcctl run` builds the container a job step gets; a test site config points it at a fake driver tree."""
-    host = build_fake_host(tmp_path / "host")
+def fake_gpu_site(sandbox, tmp_path, host, extra: str = "") -> Path:
+    """A site config whose GPU section points at the fake driver tree ``host``."""
     site = tmp_path / "site.yaml"
     site.write_text(f"""version: 1
 cluster: fakegpu
@@ -187,12 +186,22 @@ gpu:
   control_devices: [{host.dev}/nvidiactl]
   device_pattern: {host.dev}/nvidia{{index}}
   ldconfig: {host.ldconfig}
-""")
+{extra}""")
+    return site
+
+
+def run_with_gpus(sandbox, site: Path, image: str, gpus: str, script: str) -> subprocess.CompletedProcess:
+    """`hpcctl run` builds the container a job step gets, here for GRES indices ``gpus`` of node n1."""
+    return sandbox.run(hpcctl_cmd("--site", str(site), "run", "--gpus", gpus, "--node", "n1", "--mpi", "none",
+                                  "--workdir", "/", image, "sh", "-c", script), check=False, timeout=120)
+
+
+def test_a_task_on_a_fake_driver_tree_sees_exactly_its_gpus_and_the_driver(sandbox, images, tmp_path):
+    host = build_fake_host(tmp_path / "host")
+    site = fake_gpu_site(sandbox, tmp_path, host)
 
     def run(gpus: str) -> subprocess.CompletedProcess:
-        return sandbox.run(hpcctl_cmd("--site", str(site), "run", "--gpus", gpus, "--node", "n1", "--mpi", "none",
-                                      images["busybox"], "sh", "-c", SHOW_DRIVER.format(dev=host.dev)), check=False,
-                           timeout=120)
+        return run_with_gpus(sandbox, site, images["busybox"], gpus, SHOW_DRIVER.format(dev=host.dev))
 
     seen = run("3,1").stdout.splitlines()
     assert seen == ["CVD=1,0 LD=/.hpcctl/lib", "nvidia1", "nvidia3", "/dev/nvidia1 c3:1", "/dev/nvidia3 c3:3",
@@ -201,3 +210,23 @@ gpu:
     none = run("0")
     assert none.stdout.splitlines()[0] == "CVD= LD=" and "nvidia-smi: not found" in none.stderr
     assert "nvidia" not in none.stdout.split("\n", 1)[1]
+
+
+def test_the_hosts_cdi_spec_replaces_the_driver_list(sandbox, images, tmp_path):
+    host = build_fake_host(tmp_path / "host")
+    spec = tmp_path / "nvidia.json"
+    spec.write_text(json.dumps({
+        "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+        "devices": [{"name": str(i), "containerEdits": {
+            "deviceNodes": [{"path": f"/dev/nvidia{i}", "hostPath": f"{host.dev}/nvidia{i}"}]}} for i in range(4)],
+        "containerEdits": {
+            "env": ["NVIDIA_VISIBLE_DEVICES=void"],
+            "deviceNodes": [{"path": "/dev/nvidiactl", "hostPath": f"{host.dev}/nvidiactl"}],
+            "mounts": [{"hostPath": host.lib(f"libcuda.so.{DRIVER}"), "containerPath": "/usr/lib64/libcuda.so.1",
+                        "options": ["ro", "nosuid", "nodev", "bind"]}],
+            "hooks": [{"hookName": "createContainer", "path": "/usr/bin/nvidia-ctk",
+                       "args": ["nvidia-ctk", "hook", "update-ldcache", "--folder", "/usr/lib64"]}]}}))
+    site = fake_gpu_site(sandbox, tmp_path, host, f"  cdi_spec: {spec}\n")
+    result = run_with_gpus(sandbox, site, images["busybox"], "2,", "echo CVD=$CUDA_VISIBLE_DEVICES "
+                           "NVD=$NVIDIA_VISIBLE_DEVICES; ls /dev | grep nvidia; ls /usr/lib64; ls /.hpcctl || true")
+    assert result.stdout.splitlines() == ["CVD=0 NVD=void", "nvidia2", "nvidiactl", "libcuda.so.1"], result.stderr
