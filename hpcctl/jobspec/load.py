@@ -8,7 +8,7 @@ from hpcctl.errors import ConfigError
 from hpcctl.jobspec.model import (DEPENDENCY_KINDS, ContainerOptions, Dependency, JobFile, JobSpec, MountSpec,
                                   MpiSpec, Resources)
 from hpcctl.jobspec.schema import JOB_SCHEMA
-from hpcctl.schema.validate import Located, Problem, load_yaml, validate
+from hpcctl.schema.validate import Located, Problem, load_yaml, validate, without_problems
 from hpcctl.site.config import SiteConfig
 
 SCHEMA_FIX = "see `hpcctl schema` for the allowed keys"
@@ -58,9 +58,12 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None, site: Sit
     doc = load_yaml(text, file)
     if doc.data is None:
         raise ConfigError([f"{file}:1: the job spec is empty"], "write at least `name:` and `command:`")
-    problems = validate(doc, JOB_SCHEMA)
-    if problems:
-        raise ConfigError([str(p) for p in problems], SCHEMA_FIX)
+    schema_problems = validate(doc, JOB_SCHEMA)
+    if schema_problems:
+        pruned = without_problems(doc, schema_problems)
+        if pruned is None or validate(pruned, JOB_SCHEMA):
+            raise ConfigError([str(p) for p in schema_problems], SCHEMA_FIX)
+        doc = pruned  # go on without the broken keys, so that the checks below report their problems too
     pipeline = isinstance(doc.data, list)
     raws = [(raw, (i,)) for i, raw in enumerate(doc.data)] if pipeline else [(doc.data, ())]
     report = _Report(doc)
@@ -74,7 +77,7 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None, site: Sit
         from hpcctl.jobspec.site_check import site_problems as check_site
 
         site_problems = check_site(loaded, site)
-    found = report.problems + site_problems
+    found = schema_problems + report.problems + site_problems
     if found:
         raise ConfigError([str(p) for p in sorted(found, key=lambda p: p.line)],
                           f"site config: {site.path}" if site_problems else SCHEMA_FIX)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -27,6 +28,9 @@ class Problem:
     line: int
     path: str
     message: str
+    at: Path = field(default=(), compare=False)  # the path as keys and indices, for callers that prune it
+    required: bool = field(default=False, compare=False)  # a missing key: nothing there to prune
+    instead: str = field(default="", compare=False)  # an unknown key's likely meant name
 
     def __str__(self) -> str:
         where = f"{self.path}: " if self.path else ""
@@ -121,6 +125,23 @@ def validate(doc: Located, schema: dict) -> list[Problem]:
     return sorted(problems, key=lambda p: p.line)
 
 
+def without_problems(doc: Located, problems: list[Problem]) -> Located | None:
+    """A copy of ``doc`` with the mapping keys that have problems removed (a misspelt key read as the key it was
+    likely meant to be), so that the checks after the schema's can still run and every problem is reported at
+    once; None when that is not possible (a missing required key, a bad list item)."""
+    if any(p.required or not p.at or not isinstance(p.at[-1], str) for p in problems):
+        return None
+    data = copy.deepcopy(doc.data)
+    for problem in problems:
+        parent = data
+        for step in problem.at[:-1]:
+            parent = parent[step]
+        value = parent.pop(problem.at[-1], None)
+        if problem.instead and problem.instead not in parent:
+            parent[problem.instead] = value
+    return Located(data, doc.file, doc.lines)
+
+
 def validate_or_raise(doc: Located, schema: dict, fix: str | None = None) -> None:
     problems = validate(doc, schema)
     if problems:
@@ -137,9 +158,10 @@ def _resolve(schema: dict, root: dict) -> dict:
 def _check(value, schema: dict, root: dict, path: Path, doc: Located, problems: list[Problem]) -> None:
     schema = _resolve(schema, root)
 
-    def report(message: str, at: Path = path) -> None:
+    def report(message: str, at: Path = path, required: bool = False) -> None:
         hint = schema.get("x-hint")
-        problems.append(Problem(doc.file, doc.line(at), _fmt(at), f"{message} ({hint})" if hint else message))
+        problems.append(Problem(doc.file, doc.line(at), _fmt(at), f"{message} ({hint})" if hint else message, at,
+                                required))
 
     types = schema.get("type")
     if types is not None:
@@ -173,7 +195,7 @@ def _check(value, schema: dict, root: dict, path: Path, doc: Located, problems: 
         props = schema.get("properties", {})
         for key in schema.get("required", []):
             if key not in value:
-                report(f"missing required key '{key}'")
+                report(f"missing required key '{key}'", required=True)
         extra = schema.get("additionalProperties", True)
         for key, item in value.items():
             if key in props:
@@ -182,6 +204,7 @@ def _check(value, schema: dict, root: dict, path: Path, doc: Located, problems: 
                 close = difflib.get_close_matches(str(key), list(props), n=1)
                 tip = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(props)}"
                 problems.append(Problem(doc.file, doc.line(path + (key,)), _fmt(path + (key,)),
-                                        f"unknown key '{key}'{tip}"))
+                                        f"unknown key '{key}'{tip}", path + (key,),
+                                        instead="".join(difflib.get_close_matches(str(key), list(props), 1, 0.8))))
             elif isinstance(extra, dict):
                 _check(item, extra, root, path + (key,), doc, problems)

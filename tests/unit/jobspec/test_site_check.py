@@ -85,3 +85,25 @@ def test_spec_and_site_problems_are_reported_together(tmp_path):
         "(write `command:` for one line or an argv list, `script:` for several lines)",
         f"{spec}:4: resources.nodes: 3 nodes exceed partition 'debug' limit of 2 (ask for at most 2)"]
     assert err.value.fix == f"site config: {SANDBOX.path}"
+
+
+def test_schema_problems_do_not_hide_the_site_problems(tmp_path):
+    """A misspelt key used to stop the check: its fix, then a second submission, only to learn about the limits.
+    A close misspelling is read as the key it was meant to be; a distant guess ('cpus' for 'gpus') is left out."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: x\ncomand: echo\nresources: {nodes: 3, time: '2:00:00', cpus: 2}\n")
+    with pytest.raises(ConfigError) as err:
+        load_job_file(str(spec), site=SANDBOX)
+    assert [p.split(": ", 1)[1] for p in err.value.problems] == [
+        "comand: unknown key 'comand'; did you mean 'command'?",
+        "resources.cpus: unknown key 'cpus'; did you mean 'gpus'?",
+        "resources.time: time 2:00:00 exceeds partition 'debug' limit 01:00:00 (ask for at most 01:00:00)",
+        "resources.nodes: 3 nodes exceed partition 'debug' limit of 2 (ask for at most 2)"]
+
+
+def test_a_missing_required_key_reports_the_schema_problems_alone(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("command: echo\nresources: {nodes: 3}\n")
+    with pytest.raises(ConfigError) as err:
+        load_job_file(str(spec), site=SANDBOX)
+    assert err.value.problems == [f"{spec}:1: missing required key 'name'"]
