@@ -29,8 +29,12 @@ def opened(path: str) -> Iterator[str]:
                           "pass an unpacked root tree or a .sqsh file from the image cache")
     mountpoint = tempfile.mkdtemp(prefix="hpcctl-rootfs-")
     try:
-        result = subprocess.run(["squashfuse", "-o", "ro", path, mountpoint], capture_output=True, text=True,
-                                check=False)
+        try:
+            result = subprocess.run(["squashfuse", "-o", "ro", path, mountpoint], capture_output=True, text=True,
+                                    check=False)
+        except FileNotFoundError:
+            raise HpcctlError(f"cannot read the libraries of {path}: squashfuse is not installed on this node",
+                              "install squashfuse (apt-get install squashfuse), or pass an unpacked root tree")
         if result.returncode:
             raise HpcctlError(f"cannot mount {path} with squashfuse: {result.stderr.strip()}",
                               "install squashfuse and make /dev/fuse usable, or pass an unpacked root tree")
