@@ -75,15 +75,13 @@ def _home(uid: int) -> str | None:
 
 
 def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts):
-    try:
-        from hpcctl.inject import StepInfo, plan_injections
-        from hpcctl.inject.rootfs import opened
-    except ImportError:
-        return None
+    from hpcctl.inject import StepInfo, gpu, plan_injections
+    from hpcctl.inject.rootfs import opened
+
     info = StepInfo.from_environ({**step.env, "SLURM_JOB_UID": str(step.who.uid),
                                   "SLURM_JOB_GID": str(step.who.gid)}, step.node, mpi=options.mpi)
     if not info.gpus and (options.mpi or site.mpi.default) in (None, "none"):
-        return None
+        return gpu.plan(site, info, image_env(image.config))  # no GPU: only drops the image's NVIDIA_* settings
     with opened(image.path) as rootfs:
         return plan_injections(site, info, rootfs, image_env(image.config))
 
@@ -94,7 +92,8 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     for m in site.mounts:
         if m.optional and not os.path.exists(m.source):
             continue
-        mounts.append(PlanMount(m.source, m.target, kind="bind", readonly=m.readonly,
+        kind = "dev" if m.source.startswith("/dev/") else "bind"  # device nodes stay usable on the private /dev
+        mounts.append(PlanMount(m.source, m.target, kind=kind, readonly=m.readonly,
                                 create="file" if "file" in m.flags else "dir" if "dir" in m.flags else "auto",
                                 why=m.why or "site mount"))
     if step.slurm_commands:

@@ -14,6 +14,8 @@ PACKAGES = (
     # registry and image tooling
     "docker-registry", "apache2-utils", "debootstrap", "busybox-static",
     "squashfs-tools", "squashfs-tools-ng", "squashfuse", "fuse-overlayfs", "zstd", "pigz",
+    # a real Docker daemon for the dockerd:// image source test (started by the test itself, on its own socket)
+    "docker.io",
     # peers the benchmarks compare against, and checks the tests run
     "skopeo", "umoci", "charliecloud", "shellcheck",
     # small tools the scripts use

@@ -116,13 +116,9 @@ def nvidia_image(sandbox, tmp_path_factory):
     return f"{sandbox.registry}/hpcctl-test/nvidia-env:{tag}"
 
 
-NO_GPU_SHORTCUT = pytest.mark.xfail(strict=True, reason="issue 5: hpcctl/runtime/build.py _injections() returns "
-                                     "early without GPU and MPI, so the GPU plan's unset of NVIDIA_* never runs")
-
-
 @pytest.mark.parametrize("args,expected", [
     ([], ["CVD=unset"]),
-    pytest.param(["--container-mpi=none"], ["CVD=unset"], marks=NO_GPU_SHORTCUT),
+    (["--container-mpi=none"], ["CVD=unset"]),
     (["-w", "n1", "--gres=gpu:1", "--container-mpi=none"], [
         "CVD=0", "NVIDIA_DRIVER_CAPABILITIES=compute,utility", "NVIDIA_REQUIRE_CUDA=cuda>=12.0",
         "NVIDIA_VISIBLE_DEVICES=all"]),
