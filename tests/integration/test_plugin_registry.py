@@ -90,3 +90,30 @@ def test_bad_reference_or_registry_down_is_one_line_at_submit(sandbox, work, ref
     assert r.returncode != 0
     lines = r.stderr.strip().split("\n")
     assert len(lines) == 1 and lines[0].startswith("srun: error: ") and words in lines[0], r.stderr
+
+
+def test_steps_of_a_job_run_the_image_its_first_srun_pinned(sandbox, work):
+    """No --container-image at submit: the job's first srun pins the tag, and its later sruns keep that image."""
+    repo = f"hpcctl/plugin-steppin-{uuid.uuid4().hex[:8]}"
+    image = f"--container-image={sandbox.registry}/{repo}:latest"
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=1"])
+    flag = work / f"{repo.split('/')[-1]}.retagged"
+    script = work / "steppin.sh"
+    script.write_text(f"#!/bin/sh\nsrun {image} {NO_MPI} sh -c 'echo first=$PIN_VERSION'\n"
+                      f"while [ ! -e {flag} ]; do sleep 0.1; done\n"
+                      f"srun {image} {NO_MPI} sh -c 'echo later=$PIN_VERSION'\n")
+    sandbox.run(["chown", f"{sandbox.user}:{sandbox.user}", str(script)])
+    submitted = sandbox.run(["sbatch", "--parsable", f"--output={work}/steppin-%j.out", str(script)],
+                            user=sandbox.user, cwd=work)
+    job_id = submitted.stdout.strip().split(";")[0]
+    out = work / f"steppin-{job_id}.out"
+    deadline = time.monotonic() + 60
+    while "first=" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=2"])
+    flag.touch()
+    state, _ = sandbox.wait(job_id)
+    assert state == "COMPLETED", out.read_text()
+    assert out.read_text().split() == ["first=1", "later=1"]
+    job = sandbox.sbatch(f"#!/bin/sh\nsrun {image} {NO_MPI} sh -c 'echo next-job=$PIN_VERSION'\n")
+    assert job.output.split() == ["next-job=2"], job.output
