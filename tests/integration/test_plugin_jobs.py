@@ -144,3 +144,43 @@ def test_registry_down_on_the_node_is_one_line_per_node_and_the_step_fails(sandb
     errors = [line for line in r.stderr.split("\n") if line.startswith("hpcctl: error:")]
     assert len(errors) == 2 and "127.0.0.1:5999" in errors[0], r.stderr  # one per node, not one per task
     assert nodes_are_up(sandbox)
+
+
+@pytest.fixture(scope="module")
+def data(sandbox, work):
+    path = work / "data"
+    path.mkdir()
+    (path / "in.txt").write_text("hello\n")
+    sandbox.run(["chown", "-R", f"{sandbox.user}:{sandbox.user}", str(path)])
+    return path
+
+
+@pytest.fixture(scope="module")
+def entrypoint_image(sandbox):
+    repo = "hpcctl/plugin-jobs-entrypoint"
+    push_busybox_variant(sandbox.registry, repo, "v1", [],
+                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
+    return f"{sandbox.registry}/{repo}:v1"
+
+
+@pytest.mark.parametrize("which, options, script, expected", [
+    ("test", ["--container-mounts={data}:/in:ro", "--container-name=batch", "--container-mount-home",
+              "--no-container-remap-root", "--container-writable"],
+     "cat /in/in.txt; touch /in/x 2>/dev/null || echo ro; echo kept > /tmp/s; srun -n1 cat /tmp/s; "
+     "grep -c ' /home/hpcuser ' /proc/self/mounts; id -u",
+     ["hello", "ro", "kept", "1", "2001"]),
+    ("test", ["--container-workdir=/opt/suid", "--no-container-mount-home", "--container-remap-root",
+              "--container-readonly"],
+     "pwd; grep -c ' /home/hpcuser ' /proc/self/mounts; id -u; touch /tmp/x 2>/dev/null || echo read-only",
+     ["/opt/suid", "0", "0", "read-only"]),
+    ("entrypoint", ["--container-entrypoint"], "echo script", ["entrypoint-ran", "script"]),
+    ("entrypoint", ["--no-container-entrypoint"], "echo script", ["script"]),
+    ("busybox", ["--container-env=HPCCTL_TEST_IMAGE"], "echo $HPCCTL_TEST_IMAGE", ["host"]),
+])
+def test_sbatch_with_each_option(sandbox, image, data, entrypoint_image, which, options, script, expected):
+    chosen = {"test": image, "entrypoint": entrypoint_image, "busybox": f"{sandbox.registry}/hpcctl/busybox:latest"}
+    job = sandbox.sbatch(f"#!/bin/sh\n{script}\n", f"--container-image={chosen[which]}", NO_MPI,
+                         *(o.format(data=data) for o in options), "--export=ALL,HPCCTL_TEST_IMAGE=host")
+    assert job.state == "COMPLETED", job.output
+    lines = [line for line in job.output.split("\n") if line and not line.startswith("hpcctl: the working")]
+    assert lines == expected, job.output

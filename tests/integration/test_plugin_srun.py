@@ -42,10 +42,18 @@ def test_srun_runs_in_the_image_as_the_user(sandbox, work, image):
 
 
 def test_multi_node_step_shares_one_image_per_node(sandbox, work, image):
+    """Every task runs in the image; the tasks of a node share one mount namespace (one container), whose root
+    is an overlay on the squashfs."""
     r = srun(sandbox, "-N2", "-n4", f"--container-image={image}", NO_MPI, "sh", "-c",
-             'echo "$SLURM_PROCID $(cat /etc/marker)"', cwd=work)
+             'echo "$SLURM_PROCID $(cat /etc/marker) $SLURMD_NODENAME $(readlink /proc/self/ns/mnt) '
+             '$(grep \' / \' /proc/self/mounts | cut -d\' \' -f3)"', cwd=work)
     assert r.returncode == 0, r.stderr
-    assert sorted(r.stdout.split("\n")[:-1]) == [f"{i} {MARKER}" for i in range(4)]
+    rows = sorted(line.split() for line in r.stdout.split("\n")[:-1])
+    assert [(rank, marker, root) for rank, marker, _, _, root in rows] == [(str(i), MARKER, "overlay")
+                                                                         for i in range(4)]
+    namespaces = {node: {ns for _, _, n, ns, _ in rows if n == node} for _, _, node, _, _ in rows}
+    assert sorted(namespaces) == ["n1", "n2"] and all(len(ns) == 1 for ns in namespaces.values())
+    assert namespaces["n1"] != namespaces["n2"]
 
 
 def test_setuid_binary_in_the_image_does_not_raise_privileges(sandbox, work, image):
