@@ -3,11 +3,10 @@ variables; the command line wins over the variable. Mirrors pyxis' tests/env_var
 
 import pytest
 
-from tests.integration.plugin_helpers import MARKER, build_image, push_busybox_variant, srun
+from tests.integration.plugin_helpers import MARKER, NO_MPI, build_image, entrypoint_image, srun
 
 pytestmark = pytest.mark.integration
-
-NO_MPI = "--container-mpi=none"
+__all__ = ["entrypoint_image"]  # module fixture
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +22,6 @@ def work(sandbox):
 def image(work):
     return str(build_image(work))
 
-
-@pytest.fixture(scope="module")
-def entrypoint_image(sandbox):
-    repo = "hpcctl/plugin-env-entrypoint"
-    push_busybox_variant(sandbox.registry, repo, "v1", [],
-                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
-    return f"{sandbox.registry}/{repo}:v1"
 
 
 def run(sandbox, work, env, *args):

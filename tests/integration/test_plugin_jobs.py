@@ -7,21 +7,11 @@ import tempfile
 
 import pytest
 
-from tests.integration.plugin_helpers import MARKER, build_image, push_busybox_variant, srun
+from tests.integration.plugin_helpers import (MARKER, NO_MPI, entrypoint_image, image, push_busybox_variant, srun,
+                                              work)
 
 pytestmark = pytest.mark.integration
-
-NO_MPI = "--container-mpi=none"
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
-
-
-@pytest.fixture(scope="module")
-def image(work):
-    return str(build_image(work))
+__all__ = ["entrypoint_image", "image", "work"]  # module fixtures
 
 
 def nodes_are_up(sandbox) -> bool:
@@ -154,13 +144,6 @@ def data(sandbox, work):
     sandbox.run(["chown", "-R", f"{sandbox.user}:{sandbox.user}", str(path)])
     return path
 
-
-@pytest.fixture(scope="module")
-def entrypoint_image(sandbox):
-    repo = "hpcctl/plugin-jobs-entrypoint"
-    push_busybox_variant(sandbox.registry, repo, "v1", [],
-                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
-    return f"{sandbox.registry}/{repo}:v1"
 
 
 @pytest.mark.parametrize("which, options, script, expected", [

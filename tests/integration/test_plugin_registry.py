@@ -1,20 +1,14 @@
 """Registry images through the node cache: image ENV, pyxis '#' references, entrypoints, pinning at submit."""
 
-import time
 import uuid
 
 import pytest
 
-from tests.integration.plugin_helpers import push_busybox_variant, srun
+from tests.integration.plugin_helpers import (NO_MPI, entrypoint_image, job_across_a_retag, push_busybox_variant,
+                                              srun, work)
 
 pytestmark = pytest.mark.integration
-
-NO_MPI = "--container-mpi=none"
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
+__all__ = ["entrypoint_image", "work"]  # module fixtures
 
 
 def test_registry_image_with_its_environment(sandbox, work):
@@ -24,11 +18,8 @@ def test_registry_image_with_its_environment(sandbox, work):
         assert r.stdout.strip() == "busybox"
 
 
-def test_entrypoint_runs_only_when_asked(sandbox, work):
-    repo = "hpcctl/plugin-entrypoint"
-    push_busybox_variant(sandbox.registry, repo, "v1", [],
-                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
-    image = f"--container-image={sandbox.registry}/{repo}:v1"
+def test_entrypoint_runs_only_when_asked(sandbox, work, entrypoint_image):
+    image = f"--container-image={entrypoint_image}"
     r = srun(sandbox, image, NO_MPI, "--container-entrypoint", "echo", "task", cwd=work)
     assert r.stdout.split() == ["entrypoint-ran", "task"], r.stderr
     r = srun(sandbox, image, NO_MPI, "--no-container-entrypoint", "echo", "task", cwd=work)
@@ -58,27 +49,14 @@ def test_tag_is_pinned_at_submit_time(sandbox, work):
 
 def test_retag_while_the_job_runs_changes_none_of_its_steps(sandbox, work):
     repo = f"hpcctl/plugin-retag-{uuid.uuid4().hex[:8]}"
-    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=1"])
-    flag = work / f"{repo.split('/')[-1]}.retagged"
-    script = work / "retag.sh"
-    script.write_text("#!/bin/sh\necho batch=$PIN_VERSION\n"
-                      f"while [ ! -e {flag} ]; do sleep 0.1; done\n"
-                      "srun -N2 -n2 sh -c 'echo step=$PIN_VERSION'\n"
-                      f"srun -N1 -n1 --container-image={sandbox.registry}/{repo}:latest sh -c 'echo named=$PIN_VERSION'\n")
-    sandbox.run(["chown", f"{sandbox.user}:{sandbox.user}", str(script)])
-    submitted = sandbox.run(["sbatch", "--parsable", "-N2", "-n2", f"--output={work}/retag-%j.out",
-                             f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI, str(script)],
-                            user=sandbox.user, cwd=work)
-    job_id = submitted.stdout.strip().split(";")[0]
-    out = work / f"retag-{job_id}.out"
-    deadline = time.monotonic() + 60
-    while "batch=" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=2"])  # the tag moves while it runs
-    flag.touch()
-    state, _ = sandbox.wait(job_id)
-    assert state == "COMPLETED", out.read_text()
-    assert out.read_text().split() == ["batch=1", "step=1", "step=1", "named=1"]
+    state, output = job_across_a_retag(
+        sandbox, work, repo,
+        "#!/bin/sh\necho batch=$PIN_VERSION\nwhile [ ! -e {retagged} ]; do sleep 0.1; done\n"
+        "srun -N2 -n2 sh -c 'echo step=$PIN_VERSION'\n"
+        f"srun -N1 -n1 --container-image={sandbox.registry}/{repo}:latest sh -c 'echo named=$PIN_VERSION'\n",
+        "-N2", "-n2", f"--container-image={sandbox.registry}/{repo}:latest", NO_MPI)
+    assert state == "COMPLETED", output
+    assert output.split() == ["batch=1", "step=1", "step=1", "named=1"]
 
 
 @pytest.mark.parametrize("ref, words", [
@@ -96,24 +74,12 @@ def test_steps_of_a_job_run_the_image_its_first_srun_pinned(sandbox, work):
     """No --container-image at submit: the job's first srun pins the tag, and its later sruns keep that image."""
     repo = f"hpcctl/plugin-steppin-{uuid.uuid4().hex[:8]}"
     image = f"--container-image={sandbox.registry}/{repo}:latest"
-    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=1"])
-    flag = work / f"{repo.split('/')[-1]}.retagged"
-    script = work / "steppin.sh"
-    script.write_text(f"#!/bin/sh\nsrun {image} {NO_MPI} sh -c 'echo first=$PIN_VERSION'\n"
-                      f"while [ ! -e {flag} ]; do sleep 0.1; done\n"
-                      f"srun {image} {NO_MPI} sh -c 'echo later=$PIN_VERSION'\n")
-    sandbox.run(["chown", f"{sandbox.user}:{sandbox.user}", str(script)])
-    submitted = sandbox.run(["sbatch", "--parsable", f"--output={work}/steppin-%j.out", str(script)],
-                            user=sandbox.user, cwd=work)
-    job_id = submitted.stdout.strip().split(";")[0]
-    out = work / f"steppin-{job_id}.out"
-    deadline = time.monotonic() + 60
-    while "first=" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    push_busybox_variant(sandbox.registry, repo, "latest", ["PIN_VERSION=2"])
-    flag.touch()
-    state, _ = sandbox.wait(job_id)
-    assert state == "COMPLETED", out.read_text()
-    assert out.read_text().split() == ["first=1", "later=1"]
+    state, output = job_across_a_retag(
+        sandbox, work, repo,
+        f"#!/bin/sh\nsrun {image} {NO_MPI} sh -c 'echo first=$PIN_VERSION'\n"
+        "while [ ! -e {retagged} ]; do sleep 0.1; done\n"
+        f"srun {image} {NO_MPI} sh -c 'echo later=$PIN_VERSION'\n")
+    assert state == "COMPLETED", output
+    assert output.split() == ["first=1", "later=1"]
     job = sandbox.sbatch(f"#!/bin/sh\nsrun {image} {NO_MPI} sh -c 'echo next-job=$PIN_VERSION'\n")
     assert job.output.split() == ["next-job=2"], job.output

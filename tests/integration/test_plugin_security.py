@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.plugin_helpers import build_image, srun
+from tests.integration.plugin_helpers import NO_MPI, image, srun, work
 
 pytestmark = pytest.mark.integration
-
-NO_MPI = "--container-mpi=none"
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
-
-
-@pytest.fixture(scope="module")
-def image(work):
-    return str(build_image(work))
+__all__ = ["image", "work"]  # module fixtures
 
 
 def one_error_line(result) -> str:

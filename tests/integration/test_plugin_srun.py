@@ -2,21 +2,10 @@
 
 import pytest
 
-from tests.integration.plugin_helpers import MARKER, build_image, srun
+from tests.integration.plugin_helpers import MARKER, NO_MPI, image, srun, work
 
 pytestmark = pytest.mark.integration
-
-NO_MPI = "--container-mpi=none"
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
-
-
-@pytest.fixture(scope="module")
-def image(work):
-    return str(build_image(work))
+__all__ = ["image", "work"]  # module fixtures
 
 
 @pytest.mark.parametrize("command", ["sbatch", "srun", "salloc"])
@@ -141,7 +130,8 @@ def test_slurm_config_and_munge_are_in_the_container(sandbox, work, image):
 
 def test_named_container_is_reused_across_steps_of_a_job(sandbox, image):
     job = sandbox.sbatch("#!/bin/sh\n"
-                         f"srun --container-name=keep --container-image={image} {NO_MPI} sh -c 'echo kept > /tmp/state'\n"
+                         f"srun --container-name=keep --container-image={image} {NO_MPI} "
+                         "sh -c 'echo kept > /tmp/state'\n"
                          f"srun --container-name=keep {NO_MPI} cat /tmp/state /etc/marker\n"
                          f"srun --container-name=keep:create --container-image={image} {NO_MPI} "
                          "sh -c 'cat /tmp/state 2>/dev/null || echo fresh'\n")
