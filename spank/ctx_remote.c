@@ -102,6 +102,70 @@ static json_t *job_facts(spank_t sp)
                      (json_int_t)ntasks, "argv", args, "env", environ_, "host", host, "cwd", cwd);
 }
 
+/* Field 22 of /proc/<pid>/stat, the process's start time: with the pid, it names one process for good. */
+static int start_time(int pid, char *out, size_t outlen)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    char *field = strrchr(buf, ')'), *save = NULL;
+    if (!field)
+        return -1;
+    field = strtok_r(field + 1, " ", &save); /* field 3 */
+    for (int i = 3; field && i < 22; i++)
+        field = strtok_r(NULL, " ", &save);
+    return field ? (snprintf(out, outlen, "%s", field) < (int)outlen ? 0 : -1) : -1;
+}
+
+/*
+ * Enter the mount namespace of the named container another step of the job runs (--container-name, auto/exec).
+ * 1 when that step ended meanwhile (its holder is gone): the caller then makes a new container from the kept state.
+ */
+static int join_running(json_t *join, const char *cwd, int *cwd_missing, char *err, size_t errlen)
+{
+    char path[64], now[64];
+    int pid = (int)json_integer_value(json_object_get(join, "pid"));
+    const char *start = json_string_value(json_object_get(join, "start"));
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* checked after the open: the fd then belongs to the very process the core found running */
+    if (fd < 0 || !start || start_time(pid, now, sizeof(now)) || strcmp(now, start)) {
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    int rc = setns(fd, CLONE_NEWNS);
+    close(fd);
+    if (rc) {
+        snprintf(err, errlen, "cannot join the named container: %s", strerror(errno));
+        return -1;
+    }
+    *cwd_missing = cwd[0] && access(cwd, F_OK) != 0;
+    return 0;
+}
+
+/* Record this holder in the named container's directory (opened before pivot_root), for later steps to join. */
+static void record_holder(int dirfd)
+{
+    char line[96], start[64];
+    if (dirfd < 0 || start_time((int)getpid(), start, sizeof(start)))
+        return;
+    int n = snprintf(line, sizeof(line), "%d %s\n", (int)getpid(), start);
+    int fd = openat(dirfd, "holder.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    int ok = write(fd, line, (size_t)n) == n;
+    close(fd);
+    if (ok)
+        renameat(dirfd, "holder.tmp", dirfd, "holder");
+}
+
 /*
  * The holder: a grandchild of slurmstepd (so slurmstepd never reaps it), root again, that asks the core for the
  * plan, builds the container and keeps its mount namespace alive for the tasks. It runs while slurmstepd sends the
@@ -140,11 +204,21 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
     int use = hold ? open(hold, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
     if (use >= 0)
         flock(use, LOCK_SH);
-    if (plan_from_json(out, &plan, sh->error, sizeof(sh->error)) ||
-        plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error))) {
+    json_t *join = json_object_get(out, "join");
+    const char *named_dir = json_string_value(json_object_get(out, "named_dir"));
+    int dirfd = named_dir ? open(named_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+    if (plan_from_json(out, &plan, sh->error, sizeof(sh->error))) {
         sh->state = 2;
         _exit(1);
     }
+    int joined = json_is_object(join) ? join_running(join, plan.cwd, &sh->cwd_missing, sh->error,
+                                                     sizeof(sh->error)) : 1;
+    if (joined < 0 || (joined == 1 && plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error)))) {
+        sh->state = 2;
+        _exit(1);
+    }
+    if (joined == 1)
+        record_holder(dirfd);
     sh->holder = (int)getpid();
     sh->state = 1;
     close(3);

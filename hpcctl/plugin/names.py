@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 
 from hpcctl.errors import HpcctlError
@@ -27,9 +28,39 @@ class Named:
         return self.directory
 
 
+HOLDER = "holder"  # "<pid> <starttime>" of the process that keeps the running container's mount namespace
+
+
+def running(directory: str) -> dict | None:
+    """{"pid", "start"} of the holder keeping this named container's mount namespace, while that very process (same
+    pid and start time) still runs; the shim checks the start time again when it joins."""
+    try:
+        with open(os.path.join(directory, HOLDER)) as fh:
+            pid, start = fh.read().split()
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    return {"pid": int(pid), "start": start} if len(fields) > 19 and fields[19] == start else None
+
+
+def _still_running(directory: str, grace_s: float = 2.0) -> bool:
+    """Running, and not just a step that ended: its holder leaves when its slurmstepd does, shortly after srun
+    returned."""
+    deadline = time.monotonic() + grace_s
+    while running(directory):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: str) -> Named:
     directory = os.path.join(job_dir(site, job_id), node, f"{uid}-{name}")
     meta = os.path.join(directory, "image.json")
+    if mode == "create" and _still_running(directory):
+        raise HpcctlError(f"--container-name: '{name}' is running in another step of this job on {node}",
+                          f"join it with --container-name={name}:exec, or choose another name")
     if mode == "create" and os.path.isdir(directory):
         shutil.rmtree(directory)
     if not os.path.exists(meta):

@@ -2,7 +2,9 @@
 
 Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, nodeid, batch, argv, env, host, cwd},
           "pinned": "REF PIN"}
-Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir", "hold"}
+Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir", "hold",
+        "named_dir": where the holder of a named container not running yet records itself,
+        "join": {"pid", "start"} of the holder of a running one}
 """
 
 from __future__ import annotations
@@ -57,7 +59,12 @@ def handle(request: dict, site_path: str) -> dict:
                                 upper=named.upper if named else "")
     if env.get("HPCCTL_VERBOSE") != "1":
         container.plan.notes = []  # what was injected and why: shown on request, not in every job's error file
-    return {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold}
+    # as in pyxis, a named container that runs in another step is joined (its mounts, not this step's); no_exec
+    # makes a new container from its kept state
+    live = names.running(named.directory) if named else None
+    join = live if opts.name_mode in ("auto", "exec") else None
+    return {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold,
+            "named_dir": named.directory if named and not live else None, "join": join}
 
 
 if __name__ == "__main__":

@@ -73,6 +73,27 @@ def test_container_name_modes(sandbox, image):
     assert "was made from" in errors[-1]
 
 
+def test_a_running_named_container_is_joined(sandbox, image):
+    """As in pyxis: a step naming a container that another step of the job runs enters that very container (same
+    mount namespace, same files); :no_exec makes a new one from its kept state; :create refuses while it runs."""
+    job = sandbox.sbatch("#!/bin/sh\n"
+                         f"srun -n1 --container-name=c --container-image={image} {NO_MPI} sh -c "
+                         "'echo one > /tmp/a; readlink /proc/self/ns/mnt > /tmp/ns; "
+                         "for i in $(seq 100); do [ -e /tmp/b ] && break; sleep 0.1; done; echo first-saw-$(cat /tmp/b)' &\n"
+                         "sleep 1\n"
+                         f"srun -n1 --overlap --container-name=c:exec {NO_MPI} sh -c "
+                         "'cat /tmp/a; [ \"$(readlink /proc/self/ns/mnt)\" = \"$(cat /tmp/ns)\" ] && echo same-ns'\n"
+                         f"srun -n1 --overlap --container-name=c:no_exec {NO_MPI} sh -c "
+                         "'[ \"$(readlink /proc/self/ns/mnt)\" = \"$(cat /tmp/ns)\" ] || echo own-ns'\n"
+                         f"srun -n1 --overlap --container-name=c:create --container-image={image} {NO_MPI} true "
+                         "2>&1 | grep -o 'is running in another step'\n"
+                         f"srun -n1 --overlap --container-name=c {NO_MPI} sh -c 'echo two > /tmp/b'\n"
+                         "wait\n")
+    assert job.state == "COMPLETED", job.output
+    assert job.output.split() == ["one", "same-ns", "own-ns", "is", "running", "in", "another", "step",
+                                  "first-saw-two"], job.output
+
+
 def test_environment_order_and_what_survives(sandbox, work):
     repo = "hpcctl/plugin-env-order"
     push_busybox_variant(sandbox.registry, repo, "v1", ["HPCCTL_SITE_NAME=from-image", "FROM_IMAGE=yes",

@@ -15,3 +15,19 @@ def test_remove_job_is_done_once_when_two_epilogs_race(tmp_path, monkeypatch):
     assert names.remove_job(site, "7") is True
     assert names.remove_job(site, "7") is False  # the other node's epilog: nothing left, no error
     assert os.listdir(tmp_path / "containers") == []
+
+
+def _start_time(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[19]
+
+
+def test_running_is_the_recorded_process_only_while_it_lives(tmp_path):
+    me = os.getpid()
+    (tmp_path / "holder").write_text(f"{me} {_start_time(me)}\n")
+    assert names.running(str(tmp_path)) == {"pid": me, "start": _start_time(me)}
+    (tmp_path / "holder").write_text(f"{me} 1\n")  # the pid was reused by another process
+    assert names.running(str(tmp_path)) is None
+    (tmp_path / "holder").write_text("not a holder\n")
+    assert names.running(str(tmp_path)) is None
+    assert names.running(str(tmp_path / "never-ran")) is None
