@@ -45,6 +45,8 @@ def passwd_text(image_text: str, user: pwd.struct_passwd) -> str:
     keep = [line for line in image_text.splitlines()
             if line.strip() and len(_fields(line)) >= 3
             and _fields(line)[0] != user.pw_name and _fields(line)[2] != str(user.pw_uid)]
+    if not any(_fields(line)[2] == "0" for line in keep):  # Slurm's commands in the container look root up
+        keep.insert(0, "root:x:0:0:root:/root:/bin/sh")
     keep.append(f"{user.pw_name}:x:{user.pw_uid}:{user.pw_gid}:{user.pw_gecos}:{user.pw_dir}:{user.pw_shell}")
     return "\n".join(keep) + "\n"
 

@@ -15,6 +15,11 @@ def test_passwd_keeps_the_image_users_and_replaces_clashes():
                                         "alice:x:2001:2001:Alice:/home/alice:/bin/bash\n")
 
 
+def test_an_image_without_root_gets_one():
+    assert passwd_text("", USER) == ("root:x:0:0:root:/root:/bin/sh\n"
+                                     "alice:x:2001:2001:Alice:/home/alice:/bin/bash\n")
+
+
 def test_group_adds_the_user_to_existing_gids_and_adds_missing_ones():
     root_group = grp.getgrgid(0).gr_name
     image = f"{root_group}:x:0:\nvideo:x:44:bob\n"
