@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from hpcctl.errors import HpcctlError
 from hpcctl.image import credentials
 from hpcctl.image.cache import CachedImage, Entry, ImageCache, ImageConfig, find
-from hpcctl.image.errors import AuthDenied, BadReference, NotFound
+from hpcctl.image.errors import AuthDenied, BadReference, NotFound, RegistryUnreachable
 from hpcctl.image.progress import Progress
 from hpcctl.image.reference import DaemonImage, ImageRef, LocalFile, parse
 from hpcctl.image.registry import Registry, RegistryConfigView
@@ -127,16 +128,43 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
 
 def _authorize(entry: Entry, ref: ImageRef, registry: Registry, site: SiteConfig, uid: int | None) -> None:
     """A cached private image is handed out only after the repository it was pulled from accepted this user's own
-    credentials for it: already done when resolving the tag there challenged them, else one HEAD request for its
-    digest there. Asking another registry (one that claims to have the same digest) proves nothing."""
+    credentials for it (already done when resolving the tag there challenged them, else one HEAD request for its
+    digest there), or after the repository the user asked for proved that it holds this very image by serving
+    every blob of it, each checked against its digest: claiming the digest proves nothing, serving its bytes does.
+    (The same image is often public in one registry and private in another.)"""
     if not entry.meta.get("auth_required"):
         return
     origin = parse(entry.meta["reference"])
-    if (origin.registry, origin.repository) != (ref.registry, ref.repository):
-        registry = registry_for(ImageRef(origin.registry, origin.repository), site, uid)
-    elif registry.auth_required:
+    if (origin.registry, origin.repository) == (ref.registry, ref.repository):
+        if not registry.auth_required:
+            registry.head_digest(entry.digest)
         return
-    registry.head_digest(entry.digest)
+    try:
+        registry_for(ImageRef(origin.registry, origin.repository), site, uid).head_digest(entry.digest)
+    except (AuthDenied, NotFound, RegistryUnreachable) as denied:
+        try:
+            _prove_possession(registry, entry.digest)
+        except HpcctlError:
+            raise denied from None
+
+
+def _prove_possession(registry: Registry, digest: str) -> None:
+    manifest = registry.manifest(digest)  # hashed against the digest
+    for blob in (manifest.config, *manifest.layers):
+        registry.download_blob(blob["digest"], blob.get("size"), _Discard())
+
+
+class _Discard:
+    """A file that forgets what is written to it: download_blob hashes the bytes, nothing needs keeping."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def seek(self, offset: int) -> int:
+        return offset
+
+    def truncate(self) -> int:
+        return 0
 
 
 def _hit(store: ImageCache, entry: Entry) -> CachedImage:

@@ -94,6 +94,18 @@ class TestPrivateRegistry:
         denied = sandbox.run(["cat", pulled["path"]], user=sandbox.user, check=False)
         assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
+    def test_the_same_image_public_elsewhere_is_not_locked_by_its_private_copy(self, sandbox, creds):
+        """Regression: the sandbox's private busybox is the public one, digest for digest. Cached from the private
+        registry first, it refused everyone who asked for the public one without credentials for the private."""
+        site, write, uid = creds
+        write(sandbox.auth_password)
+        private = site.pull(f"{sandbox.auth_registry}/private/busybox:latest", "--uid", str(uid))
+        write("wrong")
+        public = site.pull(f"{sandbox.registry}/hpcctl/busybox:latest", "--uid", str(uid))
+        assert public["digest"] == private["digest"]
+        refused = site.run("pull", "--uid", str(uid), f"{sandbox.auth_registry}/private/busybox:latest", check=False)
+        assert refused.returncode != 0 and "refused the credentials" in refused.stderr, refused.stderr
+
     def test_a_job_gets_the_private_image_with_its_users_credentials_only(self, sandbox, creds):
         """Through the plugin and the node cache, with the credentials file the sandbox's site config names."""
         home = Path(pwd.getpwnam(sandbox.user).pw_dir)

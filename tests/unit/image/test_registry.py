@@ -182,8 +182,10 @@ def test_a_private_images_files_are_readable_by_root_only(fake_registry, site, t
 
 
 def test_a_registry_claiming_a_cached_private_digest_does_not_unlock_it(fake_registry, site, tmp_path):
-    """The digests of cached images are no secret (`hpcctl image ls`): an open registry that serves, or merely
-    claims, a private image's digest must not hand the cached copy to a user the private registry never accepted."""
+    """The digests of cached images are no secret (`hpcctl image ls`): an open registry that merely claims a private
+    image's digest (serves its manifest, not its layers) must not hand the cached copy to a user the private
+    registry never accepted. One that serves every blob of it holds the image anyway: the same image public
+    elsewhere is handed out."""
     from fake_registry import FakeRegistry
     layers = [[e("secret", data=b"private data")]]
     digest = push(fake_registry, "corp/private", "v1", layers)
@@ -195,8 +197,12 @@ def test_a_registry_claiming_a_cached_private_digest_does_not_unlock_it(fake_reg
     try:
         assert push(evil, "corp/private", "v1", layers) == digest
         claimed = with_registries(site, insecure=(fake_registry.host, evil.host))
+        layer_blobs = dict(evil.blobs)
+        evil.blobs.clear()  # the manifest is there, the layers are not: a claim
         for wanted in (f"{evil.host}/corp/private:v1", f"{evil.host}/other/name@{digest}"):
             with pytest.raises(AuthDenied, match=f"registry {fake_registry.host} needs credentials for corp/private"):
                 api.ensure(wanted, claimed)
+        evil.blobs.update(layer_blobs)  # now it serves the image itself: a public copy
+        assert api.ensure(f"{evil.host}/corp/private:v1", claimed).digest == digest
     finally:
         evil.stop()
