@@ -23,13 +23,17 @@ int helper_config_parse(struct helper_config *cfg, int ac, char **av, char *err,
 {
     snprintf(cfg->python, sizeof(cfg->python), "%s", "/opt/hpcctl/venv/bin/python");
     snprintf(cfg->site, sizeof(cfg->site), "%s", "/etc/hpcctl/site.yaml");
+    cfg->ndefaults = 0;
     for (int i = 0; i < ac; i++) {
         if (strncmp(av[i], "python=", 7) == 0)
             snprintf(cfg->python, sizeof(cfg->python), "%s", av[i] + 7);
         else if (strncmp(av[i], "site=", 5) == 0)
             snprintf(cfg->site, sizeof(cfg->site), "%s", av[i] + 5);
+        else if (strchr(av[i], '=') && cfg->ndefaults < (int)(sizeof(cfg->defaults) / sizeof(cfg->defaults[0])))
+            cfg->defaults[cfg->ndefaults++] = av[i];
         else {
-            snprintf(err, errlen, "unknown plugstack.conf argument '%s' (known: python=PATH site=PATH)", av[i]);
+            snprintf(err, errlen, "plugstack.conf argument '%s' is not KEY=VALUE (known: python=PATH site=PATH "
+                     "execute_entrypoint=0|1 mount_home=0|1 writable=0|1 runtime_path=DIR)", av[i]);
             return -1;
         }
     }
@@ -83,7 +87,14 @@ static void child(const struct helper_config *cfg, const char *module, int in, i
     if (in < 0 || out < 0 || errfd < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
         _exit(126);
     closefrom(3);
-    char *argv[] = {(char *)cfg->python, "-I", "-m", (char *)module, "--site", (char *)cfg->site, NULL};
+    char *argv[8 + 2 * (sizeof(cfg->defaults) / sizeof(cfg->defaults[0]))] = {
+        (char *)cfg->python, "-I", "-m", (char *)module, "--site", (char *)cfg->site};
+    int argc = 6;
+    for (int i = 0; i < cfg->ndefaults; i++) {
+        argv[argc++] = "--default";
+        argv[argc++] = cfg->defaults[i];
+    }
+    argv[argc] = NULL;
     execve(cfg->python, argv, clean_env);
     dprintf(2, "cannot run %s: %s (fix python= in plugstack.conf)\n", cfg->python, strerror(errno));
     _exit(127);

@@ -8,6 +8,8 @@
 struct helper_config {
     char python[4096]; /* interpreter of the venv hpcctl is installed in (plugstack: python=) */
     char site[4096];   /* site config (plugstack: site=) */
+    char *defaults[8]; /* other KEY=VALUE arguments: the site's plugin defaults on this node, checked in Python */
+    int ndefaults;
 };
 
 /* Parse plugstack.conf arguments key=value; unknown keys are an error, written to err. */

@@ -12,7 +12,7 @@ import sys
 
 from hpcctl.plugin import names
 from hpcctl.plugin.protocol import serve
-from hpcctl.site.config import load_site
+from hpcctl.site.config import SiteConfig
 
 PIN_DIR = "/tmp/hpcctl-pins-{uid}"  # written by the shim's srun side (spank/job_pins.c)
 
@@ -30,9 +30,9 @@ def remove_pins(jobid: int, uid: int, pin_dir: str = PIN_DIR) -> None:
             os.close(fd)
 
 
-def handle(request: dict, site_path: str) -> dict:
+def handle(request: dict, site: SiteConfig) -> dict:
     remove_pins(int(request["jobid"]), int(request["uid"]))
-    return {"removed": names.remove_job(load_site(site_path), str(request["jobid"]))}
+    return {"removed": names.remove_job(site, str(request["jobid"]))}
 
 
 if __name__ == "__main__":

@@ -7,15 +7,20 @@ import sys
 from collections.abc import Callable
 
 from hpcctl.errors import HpcctlError
+from hpcctl.plugin import plugstack
+from hpcctl.site.config import SiteConfig, load_site
 
 
-def serve(handler: Callable[[dict, str], dict], argv: list[str] | None = None) -> int:
-    """Run ``handler(request, site_path)``; every failure becomes exit 1 and one line the user sees."""
+def serve(handler: Callable[[dict, SiteConfig], dict], argv: list[str] | None = None) -> int:
+    """Run ``handler(request, site)``; every failure becomes exit 1 and one line the user sees.
+    argv: ``--site PATH`` and any number of ``--default KEY=VALUE`` (plugstack.conf arguments)."""
     argv = sys.argv[1:] if argv is None else argv
     site_path = argv[argv.index("--site") + 1] if "--site" in argv else "/etc/hpcctl/site.yaml"
+    defaults = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--default"]
     try:
+        site = plugstack.apply(load_site(site_path), defaults)
         request = json.load(sys.stdin)
-        reply = handler(request, site_path)
+        reply = handler(request, site)
     except HpcctlError as exc:
         print(" ".join(str(exc).split()), file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from hpcctl.plugin.access import Identity
 from hpcctl.plugin.protocol import serve
 from hpcctl.runtime.build import StepFacts
 from hpcctl.runtime.container import build_container
-from hpcctl.site.config import load_site
+from hpcctl.site.config import SiteConfig
 
 
 def pinned_for(pin: str | None, raw_image: str | None) -> str | None:
@@ -27,8 +27,7 @@ def pinned_for(pin: str | None, raw_image: str | None) -> str | None:
     return pinned if raw_image and reference == raw_image and pinned else None
 
 
-def handle(request: dict, site_path: str) -> dict:
-    site = load_site(site_path)
+def handle(request: dict, site: SiteConfig) -> dict:
     job = request["job"]
     env = job.get("env") or {}
     cwd = job.get("cwd") or env.get("PWD") or "/"  # slurmstepd runs in the job's working directory

@@ -14,12 +14,11 @@ from hpcctl.plugin import images, options
 from hpcctl.plugin.access import problem_of
 from hpcctl.plugin.protocol import serve
 from hpcctl.runtime.policy import check_source
-from hpcctl.site.config import load_site
+from hpcctl.site.config import SiteConfig
 
 
-def handle(request: dict, site_path: str) -> dict:
+def handle(request: dict, site: SiteConfig) -> dict:
     opts = options.parse(request.get("options") or {}, os.getcwd())
-    site = load_site(site_path)
     for mount in opts.mounts:
         if mount.source != "tmpfs":
             check_source(mount.source, site.user_mounts)
