@@ -267,6 +267,46 @@ static int run_ldconfig(int fd, char *err, size_t errlen)
     return 0;
 }
 
+/* Whether PATH lies inside the target of one of the first N mounts that bind a host path. */
+static int path_under_bind(const struct plan *p, size_t n, const char *path)
+{
+    for (size_t j = 0; j < n; j++) {
+        const struct plan_mount *m = &p->mounts[j];
+        size_t len = strlen(m->target);
+        if (!is_kind(m, "tmpfs") && !is_kind(m, "symlink") && len > 1 && strncmp(path, m->target, len) == 0 &&
+            path[len] == '/')
+            return 1;
+    }
+    return 0;
+}
+
+static int under_bind(const struct plan *p, size_t i)
+{
+    return path_under_bind(p, i, p->mounts[i].target);
+}
+
+static int want_dir(const struct plan_mount *m, int tree)
+{
+    struct stat st;
+    return strcmp(m->create, "dir") == 0 ||
+           (strcmp(m->create, "auto") == 0 && tree >= 0 && fstat(tree, &st) == 0 && S_ISDIR(st.st_mode));
+}
+
+/* make_target with the user's file-system identity: inside a host bind, root makes nothing the user could not. */
+static int make_target_as_user(const struct plan *p, const char *target, int dir)
+{
+    if (setgroups(p->ngroups, p->groups))
+        return -1;
+    setfsgid(p->gid);
+    setfsuid(p->uid);
+    int rc = make_target(target, dir), saved = errno;
+    setfsuid(0);
+    setfsgid(0);
+    setgroups(0, NULL);
+    errno = saved;
+    return rc;
+}
+
 int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
 {
     char lower[4096], upper[4096], work[4096], root[4096], opts[16384];
@@ -314,32 +354,47 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     if (chdir(root) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
         FAIL("cannot switch to the container's root: %s", strerror(errno));
 
+    /* Mount points first, while only the image and private tmpfs are mounted: root follows paths the image's
+     * symlinks control here, and they can lead nowhere but into the container's own overlay or tmpfs. */
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
+        if (under_bind(p, i))
+            continue;
         if (is_kind(m, "symlink")) {
             if (symlink(m->source, m->target) && errno != EEXIST)
                 FAIL("cannot create the link %s in the container: %s", m->target, strerror(errno));
-            continue;
-        }
-        if (trees[i] < 0) {
+        } else if (is_kind(m, "tmpfs")) {
             if (make_target(m->target, 1) ||
                 mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777"))
                 FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
-            continue;
-        }
-        struct stat st;
-        int want_dir = strcmp(m->create, "dir") == 0 ||
-                       (strcmp(m->create, "auto") == 0 && fstat(trees[i], &st) == 0 && S_ISDIR(st.st_mode));
-        if (make_target(m->target, want_dir))
+        } else if (make_target(m->target, want_dir(m, trees[i])))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
-        if (move_mount(trees[i], "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH))
+    }
+    if (p->workdir[0] && !path_under_bind(p, p->nmounts, p->workdir) && mkdirs(p->workdir))
+        FAIL("cannot create --container-workdir %s: %s", p->workdir, strerror(errno));
+    if (p->cwd[0] && !path_under_bind(p, p->nmounts, p->cwd) && access(p->cwd, F_OK)) {
+        *cwd_missing = 1; /* made so that slurmstepd's chdir works; the task then goes where the caller says */
+        mkdirs(p->cwd);
+    }
+    /* Then the host's binds, in order. What must be made inside one of them is made with the user's rights. */
+    for (size_t i = 0; i < p->nmounts; i++) {
+        const struct plan_mount *m = &p->mounts[i];
+        int nested = under_bind(p, i);
+        if (is_kind(m, "symlink") || (!nested && is_kind(m, "tmpfs")))
+            continue;
+        if (nested && make_target_as_user(p, m->target, is_kind(m, "tmpfs") || want_dir(m, trees[i])))
+            FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
+        if (is_kind(m, "tmpfs")) {
+            if (mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777"))
+                FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
+        } else if (move_mount(trees[i], "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH))
             FAIL("cannot mount %s on %s: %s", m->source, m->target, strerror(errno));
     }
-    if (p->workdir[0] && mkdirs(p->workdir))
+    if (p->workdir[0] && access(p->workdir, F_OK) && make_target_as_user(p, p->workdir, 1))
         FAIL("cannot create --container-workdir %s: %s", p->workdir, strerror(errno));
     if (p->cwd[0] && access(p->cwd, F_OK)) {
         *cwd_missing = 1;
-        mkdirs(p->cwd);
+        make_target_as_user(p, p->cwd, 1);
     }
     if (ldfd >= 0 && run_ldconfig(ldfd, err, errlen))
         goto out;

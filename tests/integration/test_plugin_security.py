@@ -98,3 +98,36 @@ def test_plugin_python_ignores_the_users_ld_preload(sandbox, work, image):
     loaded = log.read_text().split("\n")
     assert any(line.endswith("/srun") for line in loaded), loaded  # the spy works ...
     assert not any("python" in line or line.startswith("0 ") for line in loaded), loaded  # ... but not as root
+
+
+@pytest.fixture(scope="module")
+def symlink_image(sandbox, tmp_path_factory):
+    """busybox with /opt/shm -> /dev/shm: a path an image controls that leads into a host directory."""
+    import uuid
+
+    from image_layers import e, push_to_sandbox
+    busybox = Path("/bin/busybox").read_bytes()
+    layers = [[e("bin", "dir"), e("bin/busybox", data=busybox, mode=0o755), e("bin/sh", "symlink", link="busybox"),
+               e("bin/true", "symlink", link="busybox"), e("opt", "dir"), e("opt/shm", "symlink", link="/dev/shm")]]
+    tag = uuid.uuid4().hex[:12]
+    push_to_sandbox(sandbox.registry, "hpcctl-test/symlink-escape", tag, layers, tmp_path_factory.mktemp("escape"))
+    return f"{sandbox.registry}/hpcctl-test/symlink-escape:{tag}"
+
+
+def test_an_image_symlink_never_leads_root_to_write_on_the_host(sandbox, work, symlink_image):
+    """Mount points and the working directory are made by root: through an image's symlink they used to land in a
+    host directory bound into the container (here the host's /dev/shm), owned by root."""
+    import uuid
+    mount_at, workdir = f"hpcctl-escape-{uuid.uuid4().hex[:8]}", f"hpcctl-escape-{uuid.uuid4().hex[:8]}"
+    source = work / "escape-src"
+    source.mkdir(exist_ok=True)
+    r = srun(sandbox, f"--container-image={symlink_image}", NO_MPI, f"--container-mounts={source}:/opt/shm/{mount_at}",
+             "true", cwd=work)
+    assert r.returncode != 0
+    assert f"hpcctl: error: cannot mount {source} on /opt/shm/{mount_at}: No such file or directory" in r.stderr
+    assert not Path("/dev/shm", mount_at).exists()
+    r = srun(sandbox, f"--container-image={symlink_image}", NO_MPI, f"--container-workdir=/opt/shm/{workdir}",
+             "true", cwd=work)
+    made = Path("/dev/shm", workdir)
+    assert not made.exists() or made.stat().st_uid != 0, "root made a directory in the host's /dev/shm"
+    shutil.rmtree(made, ignore_errors=True)
