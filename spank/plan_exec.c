@@ -285,6 +285,11 @@ static int under_bind(const struct plan *p, size_t i)
     return path_under_bind(p, i, p->mounts[i].target);
 }
 
+static int mount_tmpfs(const struct plan_mount *m)
+{
+    return mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777");
+}
+
 static int want_dir(const struct plan_mount *m, int tree)
 {
     struct stat st;
@@ -364,8 +369,7 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
             if (symlink(m->source, m->target) && errno != EEXIST)
                 FAIL("cannot create the link %s in the container: %s", m->target, strerror(errno));
         } else if (is_kind(m, "tmpfs")) {
-            if (make_target(m->target, 1) ||
-                mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777"))
+            if (make_target(m->target, 1) || mount_tmpfs(m))
                 FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
         } else if (make_target(m->target, want_dir(m, trees[i])))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
@@ -385,7 +389,7 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
         if (nested && make_target_as_user(p, m->target, is_kind(m, "tmpfs") || want_dir(m, trees[i])))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
         if (is_kind(m, "tmpfs")) {
-            if (mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777"))
+            if (mount_tmpfs(m))
                 FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
         } else if (move_mount(trees[i], "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH))
             FAIL("cannot mount %s on %s: %s", m->source, m->target, strerror(errno));
