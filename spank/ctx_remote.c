@@ -96,10 +96,12 @@ static json_t *job_facts(spank_t sp)
             free(name);
         }
     }
-    return json_pack("{s:I, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:o, s:o, s:s, s:s}", "uid", (json_int_t)uid, "gid",
-                     (json_int_t)gid, "groups", groups, "jobid", (json_int_t)jobid, "stepid", (json_int_t)stepid,
-                     "batch", stepid == SLURM_BATCH_SCRIPT, "nodeid", (json_int_t)nodeid, "local_tasks",
-                     (json_int_t)ntasks, "argv", args, "env", environ_, "host", host, "cwd", cwd);
+    /* stepd_pid: this process, the step's slurmstepd, whose socket names the node (hpcctl/plugin/node.py) */
+    return json_pack("{s:I, s:I, s:o, s:I, s:I, s:b, s:I, s:I, s:o, s:o, s:s, s:s, s:I}", "uid", (json_int_t)uid,
+                     "gid", (json_int_t)gid, "groups", groups, "jobid", (json_int_t)jobid, "stepid",
+                     (json_int_t)stepid, "batch", stepid == SLURM_BATCH_SCRIPT, "nodeid", (json_int_t)nodeid,
+                     "local_tasks", (json_int_t)ntasks, "argv", args, "env", environ_, "host", host, "cwd", cwd,
+                     "stepd_pid", (json_int_t)getpid());
 }
 
 /* Field 22 of /proc/<pid>/stat, the process's start time: with the pid, it names one process for good. */

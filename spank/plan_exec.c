@@ -8,13 +8,16 @@
 #include <linux/loop.h>
 #include <linux/openat2.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/fsuid.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -55,6 +58,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     p->ldconfig_bin = str(plan, "ldconfig_bin", "/sbin/ldconfig");
     p->writable = json_is_true(json_object_get(plan, "writable"));
     p->ldconfig = json_is_true(json_object_get(plan, "ldconfig"));
+    p->image_user_file = json_is_true(json_object_get(plan, "image_user_file"));
     p->cwd = str(doc, "cwd", "");
     p->uid = (uid_t)json_integer_value(json_object_get(doc, "uid"));
     p->gid = (gid_t)json_integer_value(json_object_get(doc, "gid"));
@@ -73,6 +77,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
             .source = str(m, "source", ""), .target = str(m, "target", ""), .kind = str(m, "kind", "bind"),
             .create = str(m, "create", "auto"), .readonly = json_is_true(json_object_get(m, "readonly")),
             .as_user = json_is_true(json_object_get(m, "as_user")), .options = str(m, "options", ""),
+            .late = json_is_true(json_object_get(m, "late")),
         };
         if (p->mounts[i].target[0] != '/')
             FAIL("mount target '%s' is not an absolute path", p->mounts[i].target);
@@ -86,7 +91,8 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     }
     p->entrypoint = str_list(json_object_get(plan, "entrypoint"));
     p->notes = str_list(json_object_get(plan, "notes"));
-    if (!p->groups || !p->mounts || !p->env || !p->entrypoint || !p->notes)
+    p->ldconfig_dirs = str_list(json_object_get(plan, "ldconfig_dirs"));
+    if (!p->groups || !p->mounts || !p->env || !p->entrypoint || !p->notes || !p->ldconfig_dirs)
         FAIL("out of memory reading the mount plan");
     return 0;
 }
@@ -98,6 +104,7 @@ void plan_free(struct plan *p)
     free(p->env);
     free(p->entrypoint);
     free(p->notes);
+    free(p->ldconfig_dirs);
     json_decref(p->json);
     memset(p, 0, sizeof(*p));
 }
@@ -141,17 +148,32 @@ static int make_target(const char *target, int want_dir)
     return 0;
 }
 
-/* Attach a squashfs file to a free loop device, read-only, detached again when unmounted. */
-static int loop_attach(const char *image, char *dev, size_t devlen, char *err, size_t errlen)
+/* Look paths up with the user's file-system ids (and groups) until user_fs_end: root opens nothing for the user
+ * that the user could not open. */
+static int user_fs_begin(const struct plan *p)
 {
-    int img = open(image, O_RDONLY | O_CLOEXEC);
-    if (img < 0)
-        FAIL("cannot open image %s: %s", image, strerror(errno));
+    if (setgroups(p->ngroups, p->groups))
+        return -1;
+    setfsgid(p->gid);
+    setfsuid(p->uid);
+    return 0;
+}
+
+static void user_fs_end(void)
+{
+    int saved = errno;
+    setfsuid(0);
+    setfsgid(0);
+    setgroups(0, NULL);
+    errno = saved;
+}
+
+/* Attach the squashfs file open at IMG to a free loop device, read-only, detached again when unmounted. */
+static int loop_attach(int img, const char *image, char *dev, size_t devlen, char *err, size_t errlen)
+{
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    if (ctl < 0) {
-        close(img);
+    if (ctl < 0)
         FAIL("cannot open /dev/loop-control: %s (load the loop module on this node)", strerror(errno));
-    }
     for (int attempt = 0; attempt < 20; attempt++) {
         int n = ioctl(ctl, LOOP_CTL_GET_FREE);
         if (n < 0)
@@ -164,7 +186,6 @@ static int loop_attach(const char *image, char *dev, size_t devlen, char *err, s
         cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
         if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0) {
             close(ctl);
-            close(img);
             return lfd; /* keep open until mounted: autoclear then ties the device to the mount */
         }
         close(lfd);
@@ -173,23 +194,50 @@ static int loop_attach(const char *image, char *dev, size_t devlen, char *err, s
     }
     int saved = errno;
     close(ctl);
-    close(img);
     FAIL("no free loop device for %s: %s", image, strerror(saved));
+}
+
+/* The image, opened with the user's rights when the user named it: a path swapped for a link after the core's
+ * check then gives the user nothing they could not read themselves. */
+static int open_image(const struct plan *p, char *err, size_t errlen)
+{
+    if (p->image_user_file && user_fs_begin(p))
+        FAIL("cannot take the user's groups: %s", strerror(errno));
+    int fd = open(p->image, O_RDONLY | O_CLOEXEC);
+    int saved = errno;
+    if (p->image_user_file)
+        user_fs_end();
+    if (fd < 0)
+        FAIL("cannot open image %s: %s", p->image, strerror(saved));
+    return fd;
 }
 
 static int mount_image(const struct plan *p, const char *lower, char *err, size_t errlen)
 {
     struct stat st;
-    if (stat(p->image, &st))
-        FAIL("image %s is missing: %s", p->image, strerror(errno));
+    int img = open_image(p, err, errlen);
+    if (img < 0)
+        return -1;
+    if (fstat(img, &st)) {
+        close(img);
+        FAIL("cannot stat image %s: %s", p->image, strerror(errno));
+    }
     if (S_ISDIR(st.st_mode)) {
-        if (mount(p->image, lower, NULL, MS_BIND | MS_REC, NULL) ||
-            mount(NULL, lower, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL))
-            FAIL("cannot bind image directory %s: %s", p->image, strerror(errno));
+        int tree = open_tree(img, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
+        struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+        int rc = tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) ||
+                 move_mount(tree, "", AT_FDCWD, lower, MOVE_MOUNT_F_EMPTY_PATH);
+        int saved = errno;
+        if (tree >= 0)
+            close(tree);
+        close(img);
+        if (rc)
+            FAIL("cannot bind image directory %s: %s", p->image, strerror(saved));
         return 0;
     }
     char dev[64];
-    int lfd = loop_attach(p->image, dev, sizeof(dev), err, errlen);
+    int lfd = loop_attach(img, p->image, dev, sizeof(dev), err, errlen);
+    close(img);
     if (lfd < 0)
         return -1;
     int rc = mount(dev, lower, "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL);
@@ -210,18 +258,14 @@ static int open_source(const struct plan *p, const struct plan_mount *m, char *e
 {
     int pathfd = -1;
     if (m->as_user) {
-        if (setgroups(p->ngroups, p->groups))
+        if (user_fs_begin(p))
             FAIL("cannot take the user's groups: %s", strerror(errno));
-        setfsgid(p->gid);
-        setfsuid(p->uid);
         /* the core resolved symlinks when it checked the site's deny list: refuse any that appeared since */
         struct open_how how = {.flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS};
         pathfd = (int)syscall(SYS_openat2, AT_FDCWD, m->source, &how, sizeof(how));
         int saved = errno;
         int readable = pathfd >= 0 && faccessat(AT_FDCWD, m->source, R_OK, AT_EACCESS) == 0;
-        setfsuid(0);
-        setfsgid(0);
-        setgroups(0, NULL);
+        user_fs_end();
         if (pathfd < 0 || !readable) {
             if (pathfd >= 0)
                 close(pathfd);
@@ -250,20 +294,108 @@ static int open_source(const struct plan *p, const struct plan_mount *m, char *e
     return tree;
 }
 
-static int run_ldconfig(int fd, char *err, size_t errlen)
+#define LDCONFIG_SECONDS 30
+#define LDCACHE_MAX_BYTES (64L << 20)
+
+/* The container's /etc, resolved inside its root and never across a mount or through /proc's links; made when the
+ * image has none. Opened before any host path is bound in, so it is a directory of the container's overlay. */
+static int open_container_etc(char *err, size_t errlen)
+{
+    struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int fd = (int)syscall(SYS_openat2, root, "etc", &how, sizeof(how));
+    if (fd < 0 && errno == ENOENT && mkdirat(root, "etc", 0755) == 0)
+        fd = (int)syscall(SYS_openat2, root, "etc", &how, sizeof(how));
+    int saved = errno;
+    close(root);
+    if (fd < 0)
+        FAIL("the image's /etc is not a directory of the image (%s): cannot build its linker cache (use an image "
+             "whose /etc is a directory, or --container-mpi=none without GPUs)", strerror(saved));
+    return fd;
+}
+
+/* A directory on the private staging tmpfs that only the job's user can write: where ldconfig puts the cache. */
+static int open_ldcache_dir(const struct plan *p, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/ldcache", p->staging);
+    if (mkdir(path, 0700) || chown(path, p->uid, p->gid))
+        FAIL("cannot prepare the linker cache directory: %s", strerror(errno));
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        FAIL("cannot open the linker cache directory: %s", strerror(errno));
+    return fd;
+}
+
+static void ldconfig_child(const struct plan *p, int binary, int workdir)
+{
+    size_t n = 0;
+    while (p->ldconfig_dirs[n])
+        n++;
+    const char **argv = calloc(n + 8, sizeof(char *));
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    struct rlimit mem = {1L << 30, 1L << 30}, cpu = {LDCONFIG_SECONDS, LDCONFIG_SECONDS},
+                  size = {LDCACHE_MAX_BYTES, LDCACHE_MAX_BYTES}, core = {0, 0};
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (!argv || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || fchdir(workdir) ||
+        setrlimit(RLIMIT_AS, &mem) || setrlimit(RLIMIT_CPU, &cpu) || setrlimit(RLIMIT_FSIZE, &size) ||
+        setrlimit(RLIMIT_CORE, &core) || setgroups(p->ngroups, p->groups) || setresgid(p->gid, p->gid, p->gid) ||
+        setresuid(p->uid, p->uid, p->uid) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        _exit(126);
+    /* no links (-X), none of the image's ld.so.conf (-f /dev/null: its directories come from the plan, read by the
+     * core as the user); the cache goes to the working directory, the user's own */
+    const char *fixed[] = {"ldconfig", "-X", "-f", "/dev/null", "-C", "ld.so.cache"};
+    memcpy(argv, fixed, sizeof(fixed));
+    memcpy(argv + 6, p->ldconfig_dirs, n * sizeof(char *));
+    syscall(SYS_execveat, binary, "", argv, envp, AT_EMPTY_PATH);
+    _exit(127);
+}
+
+/* Build the container's linker cache as the job's user, bounded in time and memory, then copy it over the
+ * container's /etc/ld.so.cache (ETC: the image's /etc in the overlay). */
+static int build_ldcache(const struct plan *p, int binary, int workdir, int etc, char *err, size_t errlen)
 {
     pid_t pid = fork();
-    if (pid == 0) {
-        char *argv[] = {"ldconfig", NULL}, *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-        int null = open("/dev/null", O_WRONLY);
-        if (null >= 0)
-            dup2(null, 1);
-        syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
-        _exit(127);
-    }
+    if (pid < 0)
+        FAIL("cannot fork ldconfig: %s", strerror(errno));
+    if (pid == 0)
+        ldconfig_child(p, binary, workdir);
     int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
+    struct timespec tick = {0, 5 * 1000 * 1000};
+    for (long waited_ms = 0; waitpid(pid, &status, WNOHANG) == 0; waited_ms += 5) {
+        if (waited_ms > LDCONFIG_SECONDS * 1000L) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            FAIL("building the container's linker cache took longer than %d s and was stopped (check the image's "
+                 "library directories for FIFOs or devices)", LDCONFIG_SECONDS);
+        }
+        nanosleep(&tick, NULL);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status))
         FAIL("ldconfig failed in the container (status %d)", status);
+    int src = openat(workdir, "ld.so.cache", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (src < 0 && errno == ENOENT)
+        return 0; /* an ldconfig that keeps no cache */
+    struct stat st;
+    if (src < 0 || fstat(src, &st) || !S_ISREG(st.st_mode) || st.st_size > LDCACHE_MAX_BYTES) {
+        if (src >= 0)
+            close(src);
+        FAIL("ldconfig left no usable linker cache");
+    }
+    int dst = openat(etc, "ld.so.cache", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (dst < 0 && unlinkat(etc, "ld.so.cache", 0) == 0)
+        dst = openat(etc, "ld.so.cache", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int rc = dst < 0 ? -1 : 0;
+    char buf[65536];
+    for (ssize_t got; rc == 0 && (got = read(src, buf, sizeof(buf))) != 0;)
+        rc = got < 0 || write(dst, buf, (size_t)got) != got ? -1 : 0;
+    int saved = errno;
+    close(src);
+    if (dst >= 0)
+        close(dst);
+    if (rc)
+        FAIL("cannot write the container's /etc/ld.so.cache: %s", strerror(saved));
     return 0;
 }
 
@@ -300,22 +432,17 @@ static int want_dir(const struct plan_mount *m, int tree)
 /* make_target with the user's file-system identity: inside a host bind, root makes nothing the user could not. */
 static int make_target_as_user(const struct plan *p, const char *target, int dir)
 {
-    if (setgroups(p->ngroups, p->groups))
+    if (user_fs_begin(p))
         return -1;
-    setfsgid(p->gid);
-    setfsuid(p->uid);
-    int rc = make_target(target, dir), saved = errno;
-    setfsuid(0);
-    setfsgid(0);
-    setgroups(0, NULL);
-    errno = saved;
+    int rc = make_target(target, dir);
+    user_fs_end();
     return rc;
 }
 
 int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
 {
     char lower[4096], upper[4096], work[4096], root[4096], opts[16384];
-    int *trees = calloc(p->nmounts + 1, sizeof(int)), ldfd = -1, rc = -1;
+    int *trees = calloc(p->nmounts + 1, sizeof(int)), ldfd = -1, lddir = -1, etc = -1, rc = -1;
     *cwd_missing = 0;
     if (!trees)
         FAIL("out of memory");
@@ -355,12 +482,16 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
             goto out;
     if (p->ldconfig && (ldfd = open(p->ldconfig_bin, O_PATH | O_CLOEXEC)) < 0)
         FAIL("cannot open %s: %s", p->ldconfig_bin, strerror(errno));
+    if (p->ldconfig && (lddir = open_ldcache_dir(p, err, errlen)) < 0)
+        goto out;
 
     if (chdir(root) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
         FAIL("cannot switch to the container's root: %s", strerror(errno));
 
     /* Mount points first, while only the image and private tmpfs are mounted: root follows paths the image's
      * symlinks control here, and they can lead nowhere but into the container's own overlay or tmpfs. */
+    if (p->ldconfig && (etc = open_container_etc(err, errlen)) < 0)
+        goto out;
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
         if (under_bind(p, i))
@@ -380,11 +511,12 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
         *cwd_missing = 1; /* made so that slurmstepd's chdir works; the task then goes where the caller says */
         mkdirs(p->cwd);
     }
-    /* Then the host's binds, in order. What must be made inside one of them is made with the user's rights. */
+    /* Then the host's binds, in order, the late ones (/proc, /sys) after the linker cache is built. What must be
+     * made inside a bind is made with the user's rights. */
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
         int nested = under_bind(p, i);
-        if (is_kind(m, "symlink") || (!nested && is_kind(m, "tmpfs")))
+        if (is_kind(m, "symlink") || (!nested && is_kind(m, "tmpfs")) || m->late)
             continue;
         if (nested && make_target_as_user(p, m->target, is_kind(m, "tmpfs") || want_dir(m, trees[i])))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
@@ -400,8 +532,12 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
         *cwd_missing = 1;
         make_target_as_user(p, p->cwd, 1);
     }
-    if (ldfd >= 0 && run_ldconfig(ldfd, err, errlen))
+    if (ldfd >= 0 && build_ldcache(p, ldfd, lddir, etc, err, errlen))
         goto out;
+    for (size_t i = 0; i < p->nmounts; i++)
+        if (p->mounts[i].late && trees[i] >= 0 &&
+            move_mount(trees[i], "", AT_FDCWD, p->mounts[i].target, MOVE_MOUNT_F_EMPTY_PATH))
+            FAIL("cannot mount %s on %s: %s", p->mounts[i].source, p->mounts[i].target, strerror(errno));
     if (!p->writable && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL))
         FAIL("cannot make the container read-only: %s", strerror(errno));
     rc = 0;
@@ -411,6 +547,10 @@ out:
             close(trees[i]);
     if (ldfd >= 0)
         close(ldfd);
+    if (lddir >= 0)
+        close(lddir);
+    if (etc >= 0)
+        close(etc);
     free(trees);
     return rc;
 }

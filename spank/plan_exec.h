@@ -13,7 +13,7 @@
 
 struct plan_mount {
     const char *source, *target, *kind, *create, *options;
-    int readonly, as_user;
+    int readonly, as_user, late;
 };
 
 struct plan_env {
@@ -29,7 +29,8 @@ struct plan {
     size_t nenv;
     const char **entrypoint; /* NULL-terminated; empty when the entrypoint is not run */
     const char **notes;      /* NULL-terminated lines shown to the user */
-    int writable, ldconfig;
+    const char **ldconfig_dirs; /* NULL-terminated directories the linker cache covers besides ldconfig's own */
+    int writable, ldconfig, image_user_file;
     uid_t uid;
     gid_t gid;
     gid_t *groups;

@@ -9,6 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcctl.inject.mpi import image_linkers
+from hpcctl.inject.step import StepInfo
+from hpcctl.runtime.image_facts import ImageFacts, collect
 from hpcctl.site.config import load_site
 
 DRIVER = "535.104.05"
@@ -84,17 +87,20 @@ gpu:
 
 LDCONFIG_C = r"""#include <string.h>
 #include <unistd.h>
-/* The fake host's ldconfig: `-p` lists the fake driver tree's cache, `-r ROOT -p` is the real ldconfig; run with
-   no arguments inside a container (to rebuild its cache) it does nothing: the fake libraries are found through
+/* The fake host's ldconfig: `-p` lists the fake driver tree's cache, `-C CACHE -p` (an image's cache) is the real
+   ldconfig; run inside a container to rebuild its cache it does nothing: the fake libraries are found through
    LD_LIBRARY_PATH. Static, as the runtime executes it inside the container. */
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-r") == 0)
-            return execv("/sbin/ldconfig", argv), 127;
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-p") == 0)
-            return execl("/sbin/ldconfig", "ldconfig", "-C", CACHE, "-p", (char *)0), 127;
+    int print = 0, other_cache = 0;
+    for (int i = 1; i < argc; i++) {
+        print |= strcmp(argv[i], "-p") == 0;
+        other_cache |= strcmp(argv[i], "-C") == 0;
+    }
+    if (print && other_cache)
+        return execv("/sbin/ldconfig", argv), 127;
+    if (print)
+        return execl("/sbin/ldconfig", "ldconfig", "-C", CACHE, "-p", (char *)0), 127;
     return 0;
 }
 """
@@ -157,3 +163,14 @@ def image(tmp: Path, libs: dict[str, str], glibc: str | None = None) -> Path:
         shared_object(root / LIBDIR / "libc.so.6", "libc.so.6", code="int old_symbol(void) { return 0; }\n"
                       "int new_symbol(void) { return 0; }", flags=("-nostdlib", f"-Wl,--version-script={script}"))
     return root
+
+
+def step_info(node: str = "n1", job: str = "42", gpus: tuple[int, ...] = (), mpi: str | None = None,
+              **env: str) -> StepInfo:
+    """A step of uid/gid 2001 as the plugin hands it to injection (ids from Slurm, GPUs already verified)."""
+    return StepInfo(node=node, job_id=job, step_id="0", uid=2001, gid=2001, gpus=gpus, mpi=mpi, env=env)
+
+
+def facts(site, rootfs: Path, mpi: str | None) -> ImageFacts:
+    """What the plugin reads from the image at ``rootfs`` (here without the confined child)."""
+    return ImageFacts.from_dict(collect(str(rootfs), image_linkers(site, mpi), site.gpu.ldconfig))

@@ -126,7 +126,7 @@ def run_image(args) -> int:
     with local.opened_image(args.image, site, user, progress=not args.plan_only) as image, _named_as_run_options():
         opts = options.parse(_raw_options(args, image.path), os.getcwd())
         env = local.start_env(user, gpus, opts.env, os.environ)
-        step = StepFacts(who=local.identity(user), cwd=os.getcwd(), node=node, env=env)
+        step = StepFacts(who=local.identity(user), cwd=os.getcwd(), node=node, env=env, gpus=gpus)
         container = build_container(site, image, opts, step, local.state_dir(site))
         command = _command(args, image.config, container.plan.entrypoint)
         if args.plan_only:

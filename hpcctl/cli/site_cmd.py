@@ -66,12 +66,17 @@ def run_check(args) -> int:
     return 1 if missing else 0
 
 
+NOBODY = 65534  # the image is read as nobody when root asks: root reads no image content itself
+
+
 def run_explain(args) -> int:
     import os
     import socket
 
     from hpcctl.inject.explain import explain
-    from hpcctl.inject.rootfs import opened
+    from hpcctl.inject.mpi import image_linkers
+    from hpcctl.plugin.access import Identity
+    from hpcctl.runtime import image_facts
     from hpcctl.site.config import load_default_site
 
     site = load_default_site(args.site)
@@ -83,8 +88,10 @@ def run_explain(args) -> int:
         cached = ensure(args.image, site, progress=not args.json)
         path = cached.path
         env = dict(item.partition("=")[::2] for item in cached.config.env)
-    with opened(path) as rootfs:
-        plan = explain(site, rootfs, args.image, node, args.gpus, args.mpi, env)
+    reader = Identity(NOBODY, NOBODY) if os.geteuid() == 0 else Identity(os.getuid(), os.getgid())
+    facts = image_facts.read(str(path), reader, image_linkers(site, args.mpi), site.gpu.ldconfig,
+                             os.path.join(site.plugin.runtime_dir, "inspect"))
+    plan = explain(site, facts, args.image, node, args.gpus, args.mpi, env)
     if args.json:
         print_json(plan.to_dict())
         return 0

@@ -9,11 +9,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from hpcctl.host.files import read_regular
+
 SHT_DYNAMIC = 6
 DT_SONAME = 14
 SHT_GNU_VERDEF = 0x6FFFFFFD
 SHT_GNU_VERNEED = 0x6FFFFFFE
 VER_FLG_BASE = 0x1
+
+MAX_BYTES = 256 << 20  # a larger file is not read (its versions are then unknown, and checks are skipped)
 
 
 @dataclass
@@ -30,11 +34,7 @@ def _cstr(data: bytes, offset: int) -> str:
 
 def read(path: str) -> Versions:
     out = Versions()
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return out
+    data = read_regular(path, MAX_BYTES)
     if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
         return out
     shoff, = struct.unpack_from("<Q", data, 0x28)

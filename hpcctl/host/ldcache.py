@@ -31,9 +31,10 @@ def entries(ldconfig: str = "/sbin/ldconfig") -> tuple[LdEntry, ...]:
     return tuple(parse(out))
 
 
-def entries_in_root(rootfs: str, ldconfig: str = "/sbin/ldconfig") -> tuple[LdEntry, ...]:
-    """The cache of the tree at ``rootfs`` (its etc/ld.so.cache, read with ``ldconfig -r``); paths are in-tree."""
-    out = subprocess.run([ldconfig, "-r", rootfs, "-p"], capture_output=True, text=True, check=False).stdout
+def entries_of_cache(cache: str, ldconfig: str = "/sbin/ldconfig") -> tuple[LdEntry, ...]:
+    """The entries of the linker cache file ``cache`` (a container's, read with ``ldconfig -C CACHE -p``)."""
+    out = subprocess.run([ldconfig, "-C", cache, "-p"], capture_output=True, text=True, timeout=30,
+                         check=False).stdout
     return tuple(parse(out))
 
 

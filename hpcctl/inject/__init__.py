@@ -11,19 +11,20 @@ from collections.abc import Mapping
 from hpcctl.inject import gpu, mpi
 from hpcctl.inject.injection import Injection
 from hpcctl.inject.step import StepInfo
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.site.config import SiteConfig
 
 __all__ = ["Injection", "StepInfo", "plan_injections"]
 
 
-def plan_injections(site: SiteConfig, step: StepInfo, rootfs: str,
+def plan_injections(site: SiteConfig, step: StepInfo, facts: ImageFacts,
                     image_env: Mapping[str, str] | None = None) -> Injection:
-    """Mounts and environment for ``step``'s container whose root tree is at ``rootfs``.
+    """Mounts and environment for ``step``'s container; ``facts``: what was read from its image.
 
     ``image_env``: the image's configured environment, so image-set NVIDIA_* variables are dropped without a GPU.
     Raises HpcctlError for what the user must fix (an unknown MPI flavour, an ABI-incompatible image).
     """
     out = Injection()
-    for part in (gpu.plan(site, step, image_env), mpi.plan(site, step, rootfs)):
+    for part in (gpu.plan(site, step, image_env), mpi.plan(site, step, facts)):
         out.add(part)
     return out

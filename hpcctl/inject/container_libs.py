@@ -6,11 +6,13 @@ link ``/lib -> /usr/lib`` stays within the image.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpcctl.host import ldcache
+from hpcctl.host.files import read_regular
 from hpcctl.inject import abi
 
 LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64",
@@ -50,25 +52,52 @@ def resolve_in_root(rootfs: str, path: str, limit: int = 40) -> str:
     return "/" + "/".join(done)
 
 
-def _conf_dirs(rootfs: str) -> list[str]:
-    """Directories named in the image's /etc/ld.so.conf and /etc/ld.so.conf.d/*.conf."""
+CONF_BYTES = 1 << 20  # an ld.so.conf file beyond this is cut
+CONF_FILES = 64  # files read through `include`, in all
+CONF_DEPTH = 4  # nested includes
+
+
+def _in_root(rootfs: str, path: str) -> str:
+    """Host path of the in-container ``path``, its links resolved inside the tree."""
+    return os.path.join(rootfs, resolve_in_root(rootfs, path).lstrip("/"))
+
+
+def _include(rootfs: str, pattern: str, relative_to: str) -> list[str]:
+    """In-container paths matching an ``include`` pattern (glob in the last component only, as ld.so.conf uses)."""
+    if not pattern.startswith("/"):
+        pattern = f"{os.path.dirname(relative_to)}/{pattern}"
+    directory, _, name = pattern.rpartition("/")
+    try:
+        names = sorted(os.listdir(_in_root(rootfs, directory or "/")))
+    except OSError:
+        return []
+    return [f"{directory}/{n}" for n in names if fnmatch.fnmatchcase(n, name)]
+
+
+def conf_dirs(rootfs: str) -> list[str]:
+    """Directories named in the image's /etc/ld.so.conf and what it includes. Files are read only when they are
+    regular files of the tree (links resolved inside it), bounded in size, number and nesting."""
     dirs: list[str] = []
-    root = Path(rootfs)
-    files = [root / "etc/ld.so.conf", *sorted((root / "etc/ld.so.conf.d").glob("*.conf"))]
-    for conf in files:
-        try:
-            lines = conf.read_text(errors="replace").splitlines()
-        except OSError:
-            continue
-        dirs += [line.split("#")[0].strip() for line in lines
-                 if line.strip().startswith("/") and not line.startswith("include")]
+    pending = [("/etc/ld.so.conf", 0)]
+    read = 0
+    while pending and read < CONF_FILES:
+        path, depth = pending.pop(0)
+        read += 1
+        text = read_regular(_in_root(rootfs, path), CONF_BYTES).decode(errors="replace")
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include") and depth < CONF_DEPTH:
+                for pattern in line.split()[1:]:
+                    pending += [(p, depth + 1) for p in _include(rootfs, pattern, path)]
+            elif line.startswith("/"):
+                dirs.append(line.split()[0].split("=")[0])
     return dirs
 
 
 def _scan(rootfs: str) -> list[str]:
     seen_dirs: set[str] = set()
     found: list[str] = []
-    for d in (*LIB_DIRS, *_conf_dirs(rootfs)):
+    for d in (*LIB_DIRS, *conf_dirs(rootfs)):
         real_dir = resolve_in_root(rootfs, d)
         if real_dir in seen_dirs:
             continue
@@ -88,8 +117,9 @@ class ImageLibraries:
     def __init__(self, rootfs: str, ldconfig: str = "/sbin/ldconfig"):
         self.rootfs = rootfs
         listed: list[str] = []
-        if os.path.exists(os.path.join(rootfs, "etc/ld.so.cache")):
-            listed += [e.path for e in ldcache.entries_in_root(rootfs, ldconfig) if e.is_64bit]
+        cache = _in_root(rootfs, "/etc/ld.so.cache")
+        if os.path.isfile(cache):
+            listed += [e.path for e in ldcache.entries_of_cache(cache, ldconfig) if e.is_64bit]
         listed += _scan(rootfs)
         self._paths: dict[str, list[str]] = {}
         for path in dict.fromkeys(listed):

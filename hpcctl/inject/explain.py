@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from hpcctl.inject import Injection, StepInfo, plan_injections
 from hpcctl.inject.mpi import select
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, PlanMount
 from hpcctl.site.config import SiteConfig
 
@@ -44,13 +45,14 @@ def site_entries(site: SiteConfig) -> Injection:
     return out
 
 
-def explain(site: SiteConfig, rootfs: str, image: str, node: str, gpus: int, mpi: str | None,
+def explain(site: SiteConfig, facts: ImageFacts, image: str, node: str, gpus: int, mpi: str | None,
             image_env: Mapping[str, str] | None = None) -> Explanation:
-    """The plan of a step on ``node`` with ``gpus`` GPUs (GRES indices 0..gpus-1) and MPI flavour ``mpi``."""
+    """The plan of a step on ``node`` with ``gpus`` GPUs (GRES indices 0..gpus-1) and MPI flavour ``mpi``;
+    ``facts``: what was read from the image."""
     flavour = select(site, mpi)
     step = StepInfo(node=node, job_id="<job>", step_id="<step>", uid=0, gid=0, gpus=tuple(range(gpus)),
                     mpi=mpi or (flavour.name if flavour else "none"))
     base = site_entries(site)
-    injected = plan_injections(site, step, rootfs, image_env)
+    injected = plan_injections(site, step, facts, image_env)
     return Explanation(node, image, step.gpus, flavour.name if flavour else None,
                        base.mounts + injected.mounts, base.env + injected.env, injected.ldconfig, injected.notes)

@@ -65,22 +65,22 @@ def driver_version(site: SiteConfig) -> str | None:
     return out[0] if out and _DRIVER_STYLE.match(out[0]) else None
 
 
-def device_files(site: SiteConfig, step: StepInfo) -> list[str]:
-    """Host device files of the step's GPUs, in Slurm's order."""
+def device_files(site: SiteConfig, node: str, gpus: tuple[int, ...]) -> list[str]:
+    """Host device files of ``node``'s GPUs with these GRES indices, in that order."""
     if site.gpu.gres_conf:
         try:
             with open(site.gpu.gres_conf) as fh:
-                files = gres.gpu_files(fh.read(), step.node)
+                files = gres.gpu_files(fh.read(), node)
         except OSError as exc:
             raise HpcctlError(f"cannot read gpu.gres_conf {site.gpu.gres_conf}: {exc.strerror}",
                               f"fix gpu.gres_conf in {site.path}")
-        bad = [i for i in step.gpus if i >= len(files)]
+        bad = [i for i in gpus if i >= len(files)]
         if bad:
-            raise HpcctlError(f"GPU index {bad[0]} of node {step.node} is not in {site.gpu.gres_conf} "
+            raise HpcctlError(f"GPU index {bad[0]} of node {node} is not in {site.gpu.gres_conf} "
                               f"({len(files)} GPU file(s) for this node)",
                               "make gres.conf list a File= for every GPU of the node")
-        return [files[i] for i in step.gpus]
-    return [site.gpu.device_pattern.format(index=i) for i in step.gpus]
+        return [files[i] for i in gpus]
+    return [site.gpu.device_pattern.format(index=i) for i in gpus]
 
 
 def _device_target(path: str) -> str:
@@ -92,7 +92,7 @@ def _device_target(path: str) -> str:
 
 
 def _devices(site: SiteConfig, step: StepInfo, out: Injection) -> None:
-    for index, path in zip(step.gpus, device_files(site, step)):
+    for index, path in zip(step.gpus, device_files(site, step.node, step.gpus)):
         if not os.path.exists(path):
             raise HpcctlError(f"GPU {index} of node {step.node}: device {path} does not exist",
                               f"check gpu.device_pattern / gpu.gres_conf in {site.path} (hpcctl site check)")

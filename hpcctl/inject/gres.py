@@ -6,25 +6,9 @@ sandbox is /dev/fakegpu/nvidia2); only gres.conf knows which file that is.
 
 from __future__ import annotations
 
-import re
 import shlex
 
-
-def expand(expr: str) -> list[str]:
-    """Slurm host/file list with one bracket per item: 'n[1-2],x' -> [n1, n2, x]; zero padding is kept."""
-    out: list[str] = []
-    for item in re.findall(r"[^,\[]+(?:\[[^\]]*\][^,\[]*)*", expr):
-        match = re.match(r"^(.*?)\[([^\]]*)\](.*)$", item)
-        if not match:
-            out.append(item)
-            continue
-        head, ranges, tail = match.groups()
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            width = len(lo)
-            for n in range(int(lo), int(hi or lo) + 1):
-                out.append(f"{head}{n:0{width}d}{tail}")
-    return out
+from hpcctl.slurm.hostlist import expand
 
 
 def gpu_files(text: str, node: str) -> list[str]:

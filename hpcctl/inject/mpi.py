@@ -14,10 +14,10 @@ import os
 from hpcctl.errors import HpcctlError
 from hpcctl.host import elf, ldcache
 from hpcctl.inject import abi, glibc
-from hpcctl.inject.container_libs import ImageLibraries
 from hpcctl.inject.injection import Injection
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, PlanMount
 from hpcctl.site.config import MpiFlavour, SiteConfig
 
@@ -72,8 +72,16 @@ def _other_flavours(site: SiteConfig, flavour: MpiFlavour) -> str:
     return f"{choose}, or --container-mpi={NO_MPI} to use the image's own MPI"
 
 
-def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageLibraries,
-                  out: Injection) -> None:
+def image_linkers(site: SiteConfig, choice: str | None) -> list[str]:
+    """Linker names (libmpi.so) of the image libraries the step's flavour replaces, and its C library's."""
+    flavour = select(site, choice)
+    if flavour is None:
+        return []
+    parsed = [abi.parse(os.path.basename(name)) for name in flavour.libraries]
+    return [*dict.fromkeys(p.linker for p in parsed if p), "libc.so"]
+
+
+def _bind_library(name: str, site: SiteConfig, flavour: MpiFlavour, libs: ImageFacts, out: Injection) -> None:
     real, host = host_library(name, site, flavour)
     candidates = libs.named(host.linker)
     if not candidates:
@@ -99,11 +107,10 @@ def _bind_dependency(name: str, site: SiteConfig, flavour: MpiFlavour, out: Inje
     out.mounts.append(PlanMount(real, target, create="file", why=f"MPI '{flavour.name}' dependency {name}"))
 
 
-def _check_glibc(libs: ImageLibraries, flavour: MpiFlavour, host_files: list[str]) -> None:
-    image = glibc.image_release(libs)
-    if image is None:
+def _check_glibc(facts: ImageFacts, flavour: MpiFlavour, host_files: list[str]) -> None:
+    if facts.glibc is None:
         return
-    libc, provided = image
+    libc, provided = facts.glibc
     for path in host_files:
         wanted = glibc.needed(path)
         if wanted and wanted > provided:
@@ -132,14 +139,11 @@ def flavour_binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: In
 
 
 def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:
-    """(path, why) of the directories Slurm's PMIx plugin makes for the step on this node."""
+    """(path, why) of the directories Slurm's PMIx plugin makes for the step on this node: from slurm.conf's paths
+    and the step's ids, never from the job's environment (PMIX_SERVER_TMPDIR there is the user's to set)."""
     job_step = f"{step.job_id}.{step.step_id}"
-    dirs = [(f"{site.slurm.spool_for(step.node)}/pmix.{job_step}", "PMIx server directory of the step"),
+    return [(f"{site.slurm.spool_for(step.node)}/pmix.{job_step}", "PMIx server directory of the step"),
             (f"{site.slurm.tmpfs_for(step.node)}/spmix_appdir_{step.uid}_{job_step}", "PMIx application directory")]
-    server_tmp = os.path.normpath(step.env["PMIX_SERVER_TMPDIR"]) if step.env.get("PMIX_SERVER_TMPDIR") else ""
-    if server_tmp and server_tmp not in (d for d, _ in dirs):
-        dirs.insert(0, (server_tmp, "PMIX_SERVER_TMPDIR of the step"))
-    return dirs
 
 
 def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
@@ -153,17 +157,17 @@ def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection)
             out.env.append(EnvOp("set", client, step.env[server], f"PMIx client setting from {server}"))
 
 
-def plan(site: SiteConfig, step: StepInfo, rootfs: str) -> Injection:
+def plan(site: SiteConfig, step: StepInfo, facts: ImageFacts) -> Injection:
+    """``facts``: read from the image for the names ``image_linkers`` gives."""
     out = Injection()
     flavour = select(site, step.mpi)
     if flavour is None:
         return out
-    libs = ImageLibraries(rootfs)
     for name in flavour.libraries:
-        _bind_library(name, site, flavour, libs, out)
+        _bind_library(name, site, flavour, facts, out)
     for name in flavour.dependencies:
         _bind_dependency(name, site, flavour, out)
-    _check_glibc(libs, flavour, [m.source for m in out.mounts])
+    _check_glibc(facts, flavour, [m.source for m in out.mounts])
     out.ldconfig = True
     flavour_binds(site, flavour, step, out)
     if flavour.pmix:

@@ -47,6 +47,6 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
         if problem:
             raise HpcctlError(f"--container-image: {reference} {problem}",
                               "pass a squashfs file that exists on the compute nodes and that you can read")
-        return Image(path=reference, reference=reference)
+        return Image(path=reference, reference=reference, user_file=True)
     cached = _pinned_in_node_cache(reference, site) or _api().ensure(reference, site, uid=who.uid, gid=who.gid)
     return Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 from hpcctl.errors import HpcctlError
 from hpcctl.runtime.build import Image
+from hpcctl.runtime.state import runtime_root
 from hpcctl.site.config import SiteConfig
 
 
 def job_dir(site: SiteConfig, job_id: str) -> str:
-    return os.path.join(site.plugin.runtime_dir, "containers", str(job_id))
+    return os.path.join(runtime_root(site.plugin.runtime_dir), "containers", str(int(job_id)))
 
 
 @dataclass(frozen=True)

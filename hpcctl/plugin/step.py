@@ -1,6 +1,7 @@
 """remote context (slurmstepd, once per step and node, as root): options + job facts -> MountPlan.
 
-Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, nodeid, batch, argv, env, host, cwd},
+Request: {"options": {...}, "job": {uid, gid, groups, jobid, stepid, nodeid, batch, argv, env, host, cwd,
+          stepd_pid},
           "pinned": "REF PIN"}
 Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallback_dir", "hold",
         "named_dir": where the holder of a named container not running yet records itself,
@@ -13,7 +14,7 @@ import os
 import sys
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import hostlist, images, names, options
+from hpcctl.plugin import gpus, images, names, node, options
 from hpcctl.plugin.access import Identity
 from hpcctl.plugin.protocol import serve
 from hpcctl.runtime.build import StepFacts
@@ -34,10 +35,11 @@ def handle(request: dict, site: SiteConfig) -> dict:
     raw = request.get("options") or {}
     opts = options.parse(raw, cwd)
     who = Identity(int(job["uid"]), int(job["gid"]), tuple(int(g) for g in job.get("groups") or ()))
-    node = hostlist.this_node(env, int(job.get("nodeid", 0)), job.get("host", "node"))
+    here = node.this_node(site.slurm.config_dir, job.get("host") or "", int(job.get("stepd_pid", 0)),
+                          int(job["jobid"]), site.slurm.spool_for)
     reference = pinned_for(request.get("pinned"), raw.get("image")) or opts.image
 
-    named = names.find(site, job["jobid"], node, who.uid, opts.name, opts.name_mode) if opts.name else None
+    named = names.find(site, job["jobid"], here, who.uid, opts.name, opts.name_mode) if opts.name else None
     if named and named.image and reference and reference != named.image.reference:
         raise HpcctlError(f"--container-name: '{opts.name}' was made from {named.image.reference}, not {reference}",
                           f"drop --container-image, or replace it with --container-name={opts.name}:create")
@@ -52,9 +54,10 @@ def handle(request: dict, site: SiteConfig) -> dict:
         names.remember(named, image)
 
     batch = bool(job.get("batch")) and bool(job.get("argv"))
-    step = StepFacts(who=who, cwd=cwd, node=node, env=env, batch_script=job["argv"][0] if batch else None,
-                     job_id=str(job["jobid"]), step_id=str(job["stepid"]), slurm_commands=True)
-    container = build_container(site, image, opts, step, os.path.join(names.job_dir(site, job["jobid"]), node),
+    step = StepFacts(who=who, cwd=cwd, node=here, env=env, batch_script=job["argv"][0] if batch else None,
+                     job_id=str(int(job["jobid"])), step_id=str(int(job["stepid"])), slurm_commands=True,
+                     gpus=gpus.granted(site, here, env))
+    container = build_container(site, image, opts, step, os.path.join(names.job_dir(site, job["jobid"]), here),
                                 upper=named.upper if named else "")
     if env.get("HPCCTL_VERBOSE") != "1":
         container.plan.notes = []  # what was injected and why: shown on request, not in every job's error file

@@ -13,6 +13,8 @@ from hpcctl.plugin import slurm_client
 from hpcctl.plugin.access import Identity, readable
 from hpcctl.plugin.environment import compose, image_env
 from hpcctl.plugin.options import ContainerOptions
+from hpcctl.inject.layout import LIBDIR
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.runtime.policy import check_source
 from hpcctl.site.config import SiteConfig
@@ -31,16 +33,15 @@ BASE_MOUNTS = (
     PlanMount("/dev/shm", "/dev/shm", readonly=False, create="dir",
               why="POSIX shared memory (MPI's shared-memory transport)"),
     *(PlanMount(source, target, kind="symlink", create="file", why="standard link") for source, target in _DEV_LINKS),
-    PlanMount("/proc", "/proc", readonly=False, create="dir", why="processes (host pid namespace)"),
-    PlanMount("/sys", "/sys", readonly=True, create="dir", why="devices and cgroups, read-only"),
+    PlanMount("/proc", "/proc", readonly=False, create="dir", late=True, why="processes (host pid namespace)"),
+    PlanMount("/sys", "/sys", readonly=True, create="dir", late=True, why="devices and cgroups, read-only"),
 )
-# Mounted last, once every mount point exists: while the root process creates mount points (paths the image's
-# symlinks may redirect), /proc's magic links (/proc/1/root ...) into the host are not reachable.
-_LAST = ("/proc", "/sys")
 
 
 def _order(mount: PlanMount) -> tuple[bool, int]:
-    return mount.target in _LAST, _depth(mount)
+    """Late mounts last: while root creates mount points and builds the linker cache (paths the image's symlinks
+    may redirect), /proc's magic links (/proc/1/root ...) into the host are not reachable."""
+    return mount.late, _depth(mount)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Image:
     reference: str  # what the user asked for, pinned when known
     config: Mapping = field(default_factory=dict)  # OCI config: Env, Entrypoint, Cmd, WorkingDir, User
     hold: str | None = None  # file to keep a shared flock on while the step runs, so cache gc leaves the image
+    user_file: bool = False  # a file the user named: opened with the user's rights, never root's
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class StepFacts:
     job_id: str = "0"
     step_id: str = "0"
     slurm_commands: bool = False  # bind the host's srun, sbatch ... in (the SPANK plugin's steps)
+    gpus: tuple[int, ...] = ()  # GRES indices of the step's GPUs on this node, checked against a trusted source
 
 
 def _depth(mount: PlanMount) -> int:
@@ -74,19 +77,17 @@ def _home(uid: int) -> str | None:
         return None
 
 
-def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts):
+def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, facts: ImageFacts):
     from hpcctl.inject import StepInfo, gpu, plan_injections
-    from hpcctl.inject.rootfs import opened
 
-    info = StepInfo.from_environ({**step.env, "SLURM_JOB_UID": str(step.who.uid),
-                                  "SLURM_JOB_GID": str(step.who.gid)}, step.node, mpi=options.mpi)
+    info = StepInfo(node=step.node, job_id=step.job_id, step_id=step.step_id, uid=step.who.uid, gid=step.who.gid,
+                    gpus=step.gpus, mpi=options.mpi, env=step.env)
     if not info.gpus and (options.mpi or site.mpi.default) in (None, "none"):
         return gpu.plan(site, info, image_env(image.config))  # no GPU: only drops the image's NVIDIA_* settings
-    with opened(image.path) as rootfs:
-        return plan_injections(site, info, rootfs, image_env(image.config))
+    return plan_injections(site, info, facts, image_env(image.config))
 
 
-def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts,
+def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, facts: ImageFacts,
                upper: str = "", extra: Sequence[PlanMount] = ()) -> MountPlan:
     mounts = [*BASE_MOUNTS, *extra]
     for m in site.mounts:
@@ -122,7 +123,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
                               "mount only paths that exist and that you can read")
 
     extra_env: list[EnvOp] = []
-    injection = _injections(site, image, options, step)
+    injection = _injections(site, image, options, step, facts)
     notes: list[str] = []
     ldconfig = False
     if injection:
@@ -136,6 +137,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     entrypoint_on = site.plugin.entrypoint if options.entrypoint is None else options.entrypoint
     entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
     writable = site.plugin.writable if options.writable is None else options.writable
-    return MountPlan(image=image.path, mounts=mounts, env=env, ldconfig=ldconfig, notes=notes, writable=writable,
+    return MountPlan(image=image.path, image_user_file=image.user_file, mounts=mounts, env=env, ldconfig=ldconfig,
+                     ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),
                      workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig)

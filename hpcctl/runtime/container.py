@@ -9,7 +9,10 @@ from dataclasses import dataclass
 
 from hpcctl.plugin.access import Identity
 from hpcctl.plugin.options import ContainerOptions
+from hpcctl.inject.mpi import image_linkers
+from hpcctl.runtime import image_facts
 from hpcctl.runtime.build import Image, StepFacts, build_plan
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.identity import identity_mounts
 from hpcctl.runtime.plan import MountPlan
 from hpcctl.site.config import SiteConfig
@@ -32,12 +35,20 @@ def _key(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
+def read_image(site: SiteConfig, image: Image, options: ContainerOptions, who: Identity) -> ImageFacts:
+    """What the plan needs from inside the image, read as ``who`` (see hpcctl.runtime.image_facts)."""
+    return image_facts.read(image.path, who, image_linkers(site, options.mpi), site.gpu.ldconfig,
+                            os.path.join(site.plugin.runtime_dir, "inspect"), user_file=image.user_file)
+
+
 def build_container(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, state_dir: str,
                     upper: str = "") -> Container:
-    """``state_dir``: a root-owned directory for the user's passwd/group files (reused by later steps and runs of
+    """``state_dir``: a root-only directory for the user's passwd/group files (reused by later steps and runs of
     the same user and image); ``upper``: a persistent overlay upper directory (named containers)."""
     who = step.who
+    facts = read_image(site, image, options, who)
     identity = [] if options.remap_root else identity_mounts(
-        image.path, who.uid, who.gid, who.groups, os.path.join(state_dir, f"identity-{who.uid}-{_key(image.path)}"))
-    plan = build_plan(site, image, options, step, upper=upper, extra=identity)
+        facts, who.uid, who.gid, who.groups,
+        os.path.join(state_dir, f"identity-{who.uid}-{_key(image.path)}"))
+    plan = build_plan(site, image, options, step, facts, upper=upper, extra=identity)
     return Container(plan, who, step.cwd, (image.config or {}).get("WorkingDir") or "/")

@@ -10,31 +10,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import stat
-import subprocess
 
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import PlanMount
-
-MAX_BYTES = 1 << 20  # an image's passwd or group file beyond this is ignored, not read
-
-
-def image_file(image: str, relative: str) -> str:
-    """Text of a regular file in the image ('' when missing, not regular, or too big). Symlinks are not followed:
-    the caller is root and the image is untrusted."""
-    if os.path.isdir(image):
-        try:
-            fd = os.open(os.path.join(image, relative), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return ""
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return ""
-            data = fh.read(MAX_BYTES + 1)
-    else:
-        result = subprocess.run(["unsquashfs", "-cat", image, relative], capture_output=True, timeout=60,
-                                check=False)
-        data = result.stdout if result.returncode == 0 else b""
-    return "" if len(data) > MAX_BYTES else data.decode(errors="replace")
 
 
 def _fields(line: str) -> list[str]:
@@ -72,17 +50,21 @@ def group_text(image_text: str, user: str, gids: list[int]) -> str:
     return "".join(":".join(fields) + "\n" for fields in lines)
 
 
-def _write(path: str, text: str) -> None:
+def _write(directory: str, name: str, text: str) -> str:
+    """``directory``/``name`` replaced atomically; the temporary file is new (O_EXCL) and never a link."""
+    path = os.path.join(directory, name)
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+    return path
 
 
-def identity_mounts(image: str, uid: int, gid: int, groups: tuple[int, ...], directory: str) -> list[PlanMount]:
-    """Write passwd and group for the user into ``directory``; the mounts that put them in the container.
-    Nothing for root, or for a uid the node does not know."""
+def identity_mounts(facts: ImageFacts, uid: int, gid: int, groups: tuple[int, ...],
+                    directory: str) -> list[PlanMount]:
+    """Write passwd and group for the user, from the image's (``facts``), into ``directory`` (root-only, made
+    here); the mounts that put them in the container. Nothing for root, or for a uid the node does not know."""
     if uid == 0:
         return []
     try:
@@ -90,9 +72,8 @@ def identity_mounts(image: str, uid: int, gid: int, groups: tuple[int, ...], dir
     except KeyError:
         return []
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    passwd, group = os.path.join(directory, "passwd"), os.path.join(directory, "group")
-    _write(passwd, passwd_text(image_file(image, "etc/passwd"), user))
-    _write(group, group_text(image_file(image, "etc/group"), user.pw_name, [gid, *groups]))
+    passwd = _write(directory, "passwd", passwd_text(facts.passwd, user))
+    group = _write(directory, "group", group_text(facts.group, user.pw_name, [gid, *groups]))
     why = "the image's entries plus the job's user"
     return [PlanMount(passwd, "/etc/passwd", readonly=True, create="file", why=why),
             PlanMount(group, "/etc/group", readonly=True, create="file", why=why)]

@@ -24,6 +24,7 @@ from hpcctl.inject import gres
 from hpcctl.plugin.access import Identity
 from hpcctl.runtime.build import Image
 from hpcctl.runtime.container import Container
+from hpcctl.runtime.state import runtime_root
 from hpcctl.site.config import SiteConfig
 
 # What a login would set; the plan's operations (image ENV, site rules, injections) apply on top, as in a job.
@@ -114,7 +115,7 @@ def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, prog
 
 
 def state_dir(site: SiteConfig) -> str:
-    path = os.path.join(site.plugin.runtime_dir, STATE_SUBDIR)
+    path = os.path.join(runtime_root(site.plugin.runtime_dir), STATE_SUBDIR)
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 

@@ -22,6 +22,8 @@ class PlanMount:
     why: str = ""
     as_user: bool = False  # a user's path: opened with the user's file-system ids, symlinks refused
     options: str = ""  # tmpfs mount options
+    late: bool = False  # mounted after the container's linker cache is built (/proc, /sys: nothing root does on
+    # image content may reach the host through them)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,9 +42,11 @@ class EnvOp:
 @dataclass
 class MountPlan:
     image: str  # path of the squashfs (or directory) used as the container's root
+    image_user_file: bool = False  # the user named it: opened with the user's rights
     mounts: list[PlanMount] = field(default_factory=list)
     env: list[EnvOp] = field(default_factory=list)
-    ldconfig: bool = False  # rebuild the container's linker cache in the overlay (never in the cached image)
+    ldconfig: bool = False  # rebuild the container's linker cache (as the job's user; bound over /etc/ld.so.cache)
+    ldconfig_dirs: list[str] = field(default_factory=list)  # directories it scans besides ldconfig's own
     notes: list[str] = field(default_factory=list)
     writable: bool = True  # False: the root is remounted read-only once the mount points exist
     upper: str = ""  # persistent overlay upper directory (named containers); "" = a tmpfs for this step
@@ -52,7 +56,8 @@ class MountPlan:
     ldconfig_bin: str = "/sbin/ldconfig"  # the host's (static) ldconfig, run inside the container
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "mounts": [m.to_dict() for m in self.mounts],
-                "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig, "notes": self.notes,
+        return {"image": self.image, "image_user_file": self.image_user_file,
+                "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig,
+                "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,
                 "writable": self.writable, "upper": self.upper, "staging": self.staging, "workdir": self.workdir,
                 "entrypoint": list(self.entrypoint), "ldconfig_bin": self.ldconfig_bin}

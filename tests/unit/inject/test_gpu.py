@@ -5,16 +5,21 @@ import json
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.inject import StepInfo, plan_injections
+from hpcctl import inject
+from hpcctl.inject import StepInfo
 from hpcctl.inject.gpu import NVIDIA_IMAGE_ENV, remap
+from hpcctl.plugin.gpus import requested
 from hpcctl.runtime.plan import EnvOp
 
-from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, image
+from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, facts, image, step_info
 
 
-def step(gpus: str, node: str = "n1", **env) -> StepInfo:
-    return StepInfo.from_environ({"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0", "SLURM_STEP_GPUS": gpus,
-                                  "SLURM_JOB_UID": "2001", "SLURM_JOB_GID": "2001", **env}, node, mpi="none")
+def step(gpus: str, node: str = "n1") -> StepInfo:
+    return step_info(node=node, gpus=tuple(int(g) for g in gpus.split(",") if g), mpi="none")
+
+
+def plan_injections(site, step, rootfs, image_env=None):
+    return inject.plan_injections(site, step, facts(site, rootfs, step.mpi), image_env)
 
 
 def triples(injection):
@@ -132,14 +137,5 @@ def test_remap_like_sarus(host, container):
     ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, ()),
     ({}, ()),
 ])
-def test_step_gpus_from_slurm_env(env, gpus):
-    assert StepInfo.from_environ(env, "n1").gpus == gpus
-
-
-def test_step_from_environ():
-    info = StepInfo.from_environ({"SLURM_JOB_ID": "9", "SLURM_STEP_ID": "1", "SLURM_JOB_UID": "2001",
-                                  "SLURM_JOB_GID": "2002",
-                                  "SLURM_SPANK__SLURM_SPANK_OPTION_hpcctl_container_mpi": "mpich"}, "n2")
-    assert (info.node, info.job_id, info.step_id, info.uid, info.gid, info.mpi) == ("n2", "9", "1", 2001, 2002,
-                                                                                   "mpich")
-    assert StepInfo.from_environ({}, "n1", mpi="openmpi").mpi == "openmpi"
+def test_step_gpus_requested_by_slurm_env(env, gpus):
+    assert requested(env) == gpus

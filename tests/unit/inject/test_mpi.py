@@ -3,17 +3,21 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.inject import StepInfo, plan_injections
+from hpcctl import inject
+from hpcctl.inject import StepInfo
 from hpcctl.runtime.plan import EnvOp
 
-from fake_gpu_host import LIBDIR, image
+from fake_gpu_host import LIBDIR, facts, image, step_info
 
 IMAGE_LIB = "/usr/lib/x86_64-linux-gnu"
 
 
-def step(mpi=None, **env) -> StepInfo:
-    return StepInfo.from_environ({"SLURM_JOB_ID": "7", "SLURM_STEP_ID": "0", "SLURM_JOB_UID": "2001",
-                                  "SLURM_JOB_GID": "2001", **env}, "n1", mpi=mpi)
+def step(mpi=None, job="7", **env) -> StepInfo:
+    return step_info(job=job, mpi=mpi, **env)
+
+
+def plan_injections(site, step, rootfs, image_env=None):
+    return inject.plan_injections(site, step, facts(site, rootfs, step.mpi), image_env)
 
 
 def mpi_mounts(injection):
@@ -102,7 +106,7 @@ def test_pmix_directories_of_the_step(fake_host, tmp_path):
     appdir = fake_host.root / "tmpfs_n1/spmix_appdir_2001_7.0"
     spool.mkdir(parents=True, exist_ok=True)
     appdir.mkdir(parents=True, exist_ok=True)
-    got = plan_injections(site, step(PMIX_SERVER_TMPDIR=f"{spool}/", PMIX_PTL_MODULE="tcp,usock",
+    got = plan_injections(site, step(PMIX_SERVER_TMPDIR="/etc", PMIX_PTL_MODULE="tcp,usock",
                                      PMIX_SECURITY_MODE="native"), str(image(tmp_path, {})))
     assert [(m.source, m.target) for m in got.mounts if not m.readonly] == [
         (f"{fake_host.dev}/infiniband", f"{fake_host.dev}/infiniband"), (str(spool), str(spool)),
@@ -112,7 +116,7 @@ def test_pmix_directories_of_the_step(fake_host, tmp_path):
 
 
 def test_pmix_directories_missing_are_noted_not_bound(fake_host, tmp_path):
-    got = plan_injections(fake_host.site(tmp_path), step(SLURM_JOB_ID="8"), str(image(tmp_path, {})))
+    got = plan_injections(fake_host.site(tmp_path), step(job="8"), str(image(tmp_path, {})))
     assert [m.target for m in got.mounts if not m.readonly] == [f"{fake_host.dev}/infiniband"]
     assert (f"{fake_host.root}/spool/n1/pmix.8.0 not present: bound only when the step runs under "
             "srun --mpi=pmix") in got.notes

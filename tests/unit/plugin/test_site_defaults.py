@@ -7,6 +7,7 @@ import pytest
 
 from hpcctl.plugin import options
 from hpcctl.plugin.access import Identity
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.build import Image, StepFacts, build_plan
 from hpcctl.site.config import load_site
 
@@ -25,7 +26,8 @@ def _plan(tmp_path, site, raw):
     (tmp_path / "rootfs").mkdir(exist_ok=True)
     image = Image(path=str(tmp_path / "rootfs"), reference="img", config={"Entrypoint": ["/init"]})
     step = StepFacts(who=Identity(ME.pw_uid, ME.pw_gid, ()), cwd="/", node="n1")
-    return build_plan(site, image, options.parse({"image": "img", "mpi": "none", **raw}, "/"), step)
+    return build_plan(site, image, options.parse({"image": "img", "mpi": "none", **raw}, "/"), step,
+                      ImageFacts())
 
 
 def _home_mounted(plan) -> bool:

@@ -2,6 +2,7 @@
 
 from hpcctl.plugin import options
 from hpcctl.plugin.access import Identity
+from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.build import Image, StepFacts, build_plan
 from hpcctl.site.config import load_site
 
@@ -13,13 +14,14 @@ def _plan(tmp_path):
     (tmp_path / "rootfs").mkdir()
     image = Image(path=str(tmp_path / "rootfs"), reference="img")
     step = StepFacts(who=Identity(0, 0, ()), cwd="/", node="n1")
-    return build_plan(load_site(site_file), image, options.parse({"image": "img", "mpi": "none"}, "/"), step)
+    return build_plan(load_site(site_file), image, options.parse({"image": "img", "mpi": "none"}, "/"), step,
+                      ImageFacts())
 
 
 def test_dev_is_private_and_proc_and_sys_come_last(tmp_path):
     mounts = _plan(tmp_path).mounts
     assert (mounts[0].kind, mounts[0].target) == ("tmpfs", "/dev")
-    assert [m.target for m in mounts[-2:]] == ["/proc", "/sys"]
+    assert [(m.target, m.late) for m in mounts[-2:]] == [("/proc", True), ("/sys", True)]
     assert not any(m.source == "/dev" for m in mounts)
 
 

@@ -4,7 +4,8 @@ import grp
 import os
 import pwd
 
-from hpcctl.runtime.identity import group_text, identity_mounts, image_file, passwd_text
+from hpcctl.runtime.identity import group_text, identity_mounts, passwd_text
+from hpcctl.runtime.image_facts import ImageFacts
 
 USER = pwd.struct_passwd(("alice", "x", 2001, 2001, "Alice", "/home/alice", "/bin/bash"))
 
@@ -27,18 +28,9 @@ def test_group_adds_the_user_to_existing_gids_and_adds_missing_ones():
     assert group_text("", "alice", [0]) == f"{root_group}:x:0:alice\n"
 
 
-def test_image_files_are_read_without_following_symlinks(tmp_path):
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "etc" / "passwd").symlink_to("/etc/shadow")
-    (tmp_path / "etc" / "group").write_text("g:x:1:\n")
-    assert image_file(str(tmp_path), "etc/passwd") == ""
-    assert image_file(str(tmp_path), "etc/group") == "g:x:1:\n"
-    assert image_file(str(tmp_path), "etc/missing") == ""
-
-
 def test_root_gets_the_image_files_unchanged(tmp_path):
-    assert identity_mounts(str(tmp_path), 0, 0, (), str(tmp_path / "out")) == []
+    assert identity_mounts(ImageFacts(), 0, 0, (), str(tmp_path / "out")) == []
     me = os.getuid() if os.getuid() else pwd.getpwnam("nobody").pw_uid
-    mounts = identity_mounts(str(tmp_path), me, 0, (), str(tmp_path / "out"))
+    mounts = identity_mounts(ImageFacts(), me, 0, (), str(tmp_path / "out"))
     assert [(m.target, m.readonly) for m in mounts] == [("/etc/passwd", True), ("/etc/group", True)]
     assert pwd.getpwuid(me).pw_name in (tmp_path / "out" / "passwd").read_text()

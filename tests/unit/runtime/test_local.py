@@ -11,7 +11,7 @@ import pytest
 from hpcctl.cli import build_parser
 from hpcctl.cli.run_cmd import _named_as_run_options, _raw_options
 from hpcctl.errors import HpcctlError
-from hpcctl.inject.step import StepInfo
+from hpcctl.plugin.gpus import requested
 from hpcctl.plugin import options
 from hpcctl.runtime import local
 from hpcctl.site.config import load_site
@@ -40,7 +40,7 @@ def test_injection_sees_the_gpus_as_in_a_slurm_step():
     env = local.slurm_gpu_env((3, 1))
     assert env == {"SLURM_STEP_GPUS": "3,1", "SLURM_JOB_GPUS": "3,1", "CUDA_VISIBLE_DEVICES": "3,1",
                    "GPU_DEVICE_ORDINAL": "3,1"}
-    assert StepInfo.from_environ(env, "n1").gpus == (3, 1)
+    assert requested(env) == (3, 1)
     assert local.slurm_gpu_env(()) == {}
 
 
