@@ -8,8 +8,9 @@ from hpcctl.errors import ConfigError
 from hpcctl.jobspec.model import (DEPENDENCY_KINDS, ContainerOptions, Dependency, JobFile, JobSpec, MountSpec,
                                   MpiSpec, Resources)
 from hpcctl.jobspec.schema import JOB_SCHEMA
-from hpcctl.schema.validate import Located, Problem, load_yaml, validate, without_problems
-from hpcctl.site.config import SiteConfig
+from hpcctl.schema.validate import (Located, Problem, load_yaml, path_text, read_yaml_text, strings, unprintable,
+                                    validate, without_problems)
+from hpcctl.site.config import SiteConfig, parse_size
 
 SCHEMA_FIX = "see `hpcctl schema` for the allowed keys"
 
@@ -24,13 +25,7 @@ MANAGED_OPTIONS = {
     "--dependency": "dependencies", "-d": "dependencies", "--output": "outputs.stdout", "-o": "outputs.stdout",
     "--error": "outputs.stderr", "-e": "outputs.stderr",
 }
-
-
-def path_text(path: tuple) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+MAX_MEMORY = 2**63 - 1  # bytes per node (8 EiB): far past any node, and what a signed 64-bit count holds
 
 
 class _Report:
@@ -45,12 +40,7 @@ class _Report:
 def load_job_file(path: str, defaults: dict | None = None, site: SiteConfig | None = None) -> JobFile:
     """Read, validate and type a spec; with ``site``, also check it against the site's limits, so that a spec's own
     problems and its site problems are reported together."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"], "check the path to the job spec") from None
-    return parse_job_file(text, path, defaults, site)
+    return parse_job_file(read_yaml_text(path, "check the path to the job spec"), path, defaults, site)
 
 
 def parse_job_file(text: str, file: str, defaults: dict | None = None, site: SiteConfig | None = None) -> JobFile:
@@ -59,10 +49,12 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None, site: Sit
     if doc.data is None:
         raise ConfigError([f"{file}:1: the job spec is empty"], "write at least `name:` and `command:`")
     schema_problems = validate(doc, JOB_SCHEMA)
+    text_problems = _text_problems(doc)
+    value_problems = _once_per_value(schema_problems, text_problems)
     if schema_problems:
         pruned = without_problems(doc, schema_problems)
         if pruned is None or validate(pruned, JOB_SCHEMA):
-            raise ConfigError([str(p) for p in schema_problems], SCHEMA_FIX)
+            raise ConfigError(_by_line(value_problems), SCHEMA_FIX)
         doc = pruned  # go on without the broken keys, so that the checks below report their problems too
     pipeline = isinstance(doc.data, list)
     raws = [(raw, (i,)) for i, raw in enumerate(doc.data)] if pipeline else [(doc.data, ())]
@@ -73,15 +65,40 @@ def parse_job_file(text: str, file: str, defaults: dict | None = None, site: Sit
     ordered = _submission_order(jobs, report) if pipeline and unique else jobs
     loaded = JobFile(path=file, text=text, jobs=tuple(ordered), pipeline=pipeline, doc=doc)
     site_problems = []
-    if site is not None:
+    if site is not None and not text_problems:  # the site's checks would only quote the same broken values
         from hpcctl.jobspec.site_check import site_problems as check_site
 
         site_problems = check_site(loaded, site)
-    found = schema_problems + report.problems + site_problems
+    found = value_problems + report.problems + site_problems
     if found:
-        raise ConfigError([str(p) for p in sorted(found, key=lambda p: p.line)],
-                          f"site config: {site.path}" if site_problems else SCHEMA_FIX)
+        raise ConfigError(_by_line(found), f"site config: {site.path}" if site_problems else SCHEMA_FIX)
     return loaded
+
+
+def _by_line(problems: list[Problem]) -> list[str]:
+    return [str(p) for p in sorted(problems, key=lambda p: p.line)]
+
+
+def _once_per_value(schema_problems: list[Problem], text_problems: list[Problem]) -> list[Problem]:
+    """Both, but for a value with both only its text problem: 'contains a line break' says more than 'is not an
+    absolute path'."""
+    texts = {p.path for p in text_problems}
+    return [p for p in schema_problems if p.path not in texts] + text_problems
+
+
+def _text_problems(doc: Located) -> list[Problem]:
+    """Values with a line break or a control character, which in an #SBATCH line or the command would end the line
+    and start another; only `script:` has several lines."""
+    problems = []
+    for path, text in strings(doc.data):
+        key = next((part for part in path if isinstance(part, str)), "")  # the job's key: 'command' for [0].command[1]
+        found = unprintable(text, line_breaks=key == "script")
+        if found:
+            bad, fix = found
+            if key == "command" and bad == "a line break":
+                fix += ", or as several lines under `script:`"
+            problems.append(Problem(doc.file, doc.line(path), path_text(path), f"contains {bad} ({fix})"))
+    return problems
 
 
 def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
@@ -95,6 +112,8 @@ def _job(raw: dict, at: tuple, defaults: dict, report: _Report) -> JobSpec:
     defaulted = {k: v for k, v in defaults.items()
                  if k in Resources.__dataclass_fields__ and k not in raw.get("resources", {})}
     res = {**defaulted, **raw.get("resources", {})}
+    if "memory" in res:
+        _check_memory(res["memory"], at + ("resources", "memory"), report)
     if "gpu_type" in res and not res.get("gpus"):
         report.add(at + ("resources", "gpu_type"), "gpu_type without gpus", "set resources.gpus to 1 or more")
     for i, arg in enumerate(raw.get("sbatch_args", ())):
@@ -128,6 +147,15 @@ def _check_sbatch_arg(arg: str, where: tuple, report: _Report) -> None:
         value = arg[len(option):].strip()
         report.add(where, f"'{arg}' has a blank between option and value",
                    f"write it as one item: {option}{'=' if long else ''}{value}")
+
+
+def _check_memory(memory: str | int, where: tuple, report: _Report) -> None:
+    try:
+        too_much = parse_size(memory) > MAX_MEMORY
+    except OverflowError:  # more digits than a float holds
+        too_much = True
+    if too_much:
+        report.add(where, "more than 8 EiB", "ask for at most 8 EiB per node")
 
 
 def _env_value(value) -> str:

@@ -17,13 +17,16 @@ def whole(pattern: str) -> str:
     return f"^(?:{pattern})$"
 
 
-
+MAX_COUNT = 2**31 - 1  # nodes, tasks, CPUs, GPUs, job ids and array indices: what sbatch reads into a C int
+COUNT = {"type": "integer", "minimum": 1, "maximum": MAX_COUNT}
 NAME = {"type": "string", "pattern": whole(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"),
         "x-format": "a job name of letters, digits, '_', '.' and '-' (at most 64 characters)"}
 ENV_NAME = {"type": "string", "pattern": whole(r"[A-Za-z_][A-Za-z0-9_]*"),
-            "x-format": "an environment variable name"}
+            "x-format": "an environment variable name",
+            "x-hint": "use letters, digits and '_', not starting with a digit"}
 DEP_TARGETS = {"type": "array", "minItems": 1,
-               "items": {"type": ["integer", "string"], "pattern": whole(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
+               "items": {"type": ["integer", "string"], "minimum": 1, "maximum": MAX_COUNT,
+                         "pattern": whole(r"[A-Za-z0-9][A-Za-z0-9_.-]*"),
                          "x-format": "a job id or the name of another job in this pipeline"}}
 PATH_PART = r"/[^:,]*"
 
@@ -39,9 +42,11 @@ JOB_PROPERTIES: dict = {
     "resources": {"$ref": "#/$defs/resources"},
     "mpi": {"$ref": "#/$defs/mpi"},
     "container": {"$ref": "#/$defs/container"},
-    "environment": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
+    "environment": {"type": "object", "propertyNames": ENV_NAME,
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
                     "description": "variables set for the job's tasks, inside the container too"},
-    "array": {"type": ["string", "integer"], "pattern": whole(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?"),
+    "array": {"type": ["string", "integer"], "minimum": 0, "maximum": MAX_COUNT,
+              "pattern": whole(r"\d+(-\d+(:\d+)?)?(,\d+(-\d+(:\d+)?)?)*(%\d+)?"),
               "x-format": "a Slurm array range such as 0-9, 1,3,5 or 0-9%2",
               "description": "Slurm job array; %N limits how many tasks run at once"},
     "dependencies": {"$ref": "#/$defs/dependencies"},
@@ -69,11 +74,12 @@ JOB_SCHEMA: dict = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "nodes": {"type": "integer", "minimum": 1},
-                "tasks_per_node": {"type": "integer", "minimum": 1},
-                "cpus_per_task": {"type": "integer", "minimum": 1},
-                "memory": {**SIZE, "pattern": whole(SIZE["pattern"]), "description": "memory per node, e.g. 4G"},
-                "gpus": {"type": "integer", "minimum": 0, "description": "GPUs per node"},
+                "nodes": COUNT,
+                "tasks_per_node": COUNT,
+                "cpus_per_task": COUNT,
+                "memory": {**SIZE, "pattern": whole(SIZE["pattern"]), "minimum": 0,
+                           "description": "memory per node, e.g. 4G; 0 is all of a node's memory"},
+                "gpus": {**COUNT, "minimum": 0, "description": "GPUs per node"},
                 "gpu_type": {"type": "string", "minLength": 1, "description": "GRES type, e.g. a100"},
                 "time": {**DURATION, "pattern": whole(DURATION["pattern"]),
                          "description": "time limit, e.g. 00:30:00"},

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from hpcctl.errors import ConfigError
-from hpcctl.jobspec.load import path_text
 from hpcctl.jobspec.model import JobFile, JobSpec
-from hpcctl.schema.validate import Located, Problem
+from hpcctl.schema.validate import Located, Problem, path_text
 from hpcctl.site.config import Partition, SiteConfig, parse_duration
 
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcctl.errors import HpcctlError
-from hpcctl.schema.validate import load_yaml_file, validate_or_raise
+from hpcctl.errors import ConfigError, HpcctlError
+from hpcctl.schema.validate import Located, Problem, load_yaml_file, path_text, strings, unprintable, validate
 from hpcctl.site import config as site_config
 
 DEFAULT_KEYS = ("partition", "account", "qos", "time")
@@ -51,12 +51,24 @@ def user_settings() -> dict[str, Setting]:
         doc = load_yaml_file(str(path))
         if doc.data is None:
             continue
-        validate_or_raise(doc, CONFIG_SCHEMA, "keys: site, defaults.{" + ",".join(DEFAULT_KEYS) + "}")
+        _check(doc)
         if "site" in doc.data:
             settings["site"] = Setting(doc.data["site"], f"{path}:{doc.line(('site',))}")
         for key, value in (doc.data.get("defaults") or {}).items():
             settings[f"defaults.{key}"] = Setting(value, f"{path}:{doc.line(('defaults', key))}")
     return settings
+
+
+def _check(doc: Located) -> None:
+    """Schema problems, and values that would break the #SBATCH lines they end up in, all at once."""
+    problems = validate(doc, CONFIG_SCHEMA)
+    for path, text in strings(doc.data):
+        found = unprintable(text)
+        if found:
+            problems.append(Problem(doc.file, doc.line(path), path_text(path), "contains {} ({})".format(*found)))
+    if problems:
+        raise ConfigError([str(p) for p in sorted(problems, key=lambda p: p.line)],
+                          "keys: site, defaults.{" + ",".join(DEFAULT_KEYS) + "}")
 
 
 def slurm_cluster_name() -> tuple[str, str] | None:

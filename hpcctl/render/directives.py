@@ -15,17 +15,30 @@ from hpcctl.jobspec.model import JobSpec
 from hpcctl.site.config import SiteConfig, parse_size
 
 
+class Verbatim(str):
+    """Text already written for its place in the script (an #SBATCH line's arguments, quoted sh words, the user's
+    command as sh source): the template writes it as it is, and quotes every other value for sh."""
+
+
 @dataclass(frozen=True)
 class Launch:
-    sbatch: tuple[str, ...]  # the text after "#SBATCH "
-    environment: tuple[tuple[str, str], ...]  # exported before the command, in order
-    srun: tuple[str, ...] | None  # srun's options, or None when the batch script runs the command itself
-    command: str  # sh source of what runs (per task under srun)
+    sbatch: tuple[Verbatim, ...]  # the text after "#SBATCH "
+    environment: tuple[tuple[str, str], ...]  # exported before the command, in order; the template quotes them
+    srun: tuple[Verbatim, ...] | None  # srun's options, or None when the batch script runs the command itself
+    command: Verbatim  # sh source of what runs (per task under srun)
     per_task_shell: bool = False  # command is `sh -c '...'`: its $VARIABLES expand in each task
 
 
 def uses_srun(job: JobSpec) -> bool:
     return job.tasks > 1 or job.mpi is not None
+
+
+def sh_word(value) -> Verbatim:
+    return Verbatim(shlex.quote(str(value)))
+
+
+def sbatch_line(arg: str) -> Verbatim:
+    return Verbatim(sbatch_quote(arg))
 
 
 def sbatch_quote(arg: str) -> str:
@@ -97,13 +110,11 @@ def launch_for(job: JobSpec, site: SiteConfig) -> Launch:
     environment = {**host_mpi_env(job, site), **job.environment}
     sbatch = sbatch_directives(job)
     if not uses_srun(job):
-        return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch + container),
-                      environment=tuple(environment.items()), srun=None, command=job.shell_command)
-    srun = []
-    if job.mpi is not None:
-        srun.append(f"--mpi={job.mpi.pmi}")
-    srun += [shlex.quote(o) for o in container]
+        return Launch(sbatch=tuple(sbatch_line(o) for o in sbatch + container),
+                      environment=tuple(environment.items()), srun=None, command=Verbatim(job.shell_command))
+    srun = [f"--mpi={job.mpi.pmi}"] if job.mpi is not None else []
     per_task_shell = not isinstance(job.command, tuple)
     command = f"sh -c {shlex.quote(job.shell_command)}" if per_task_shell else job.shell_command
-    return Launch(sbatch=tuple(sbatch_quote(o) for o in sbatch), environment=tuple(environment.items()),
-                  srun=tuple(srun), command=command, per_task_shell=per_task_shell)
+    return Launch(sbatch=tuple(sbatch_line(o) for o in sbatch), environment=tuple(environment.items()),
+                  srun=tuple(sh_word(o) for o in srun + container), command=Verbatim(command),
+                  per_task_shell=per_task_shell)

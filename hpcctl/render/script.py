@@ -3,18 +3,22 @@
 A site's `templates.dir` comes first in the search path; its `job.sh.j2` may replace ours entirely or
 `{% extends "hpcctl/job.sh.j2" %}` and override single blocks (`directives`, `prologue`, `launch`).
 Undefined variables are errors (StrictUndefined), never silently empty.
+
+Every `{{ value }}` is written as one sh word (quoted as autoescaping would escape HTML), except the text hpcctl has
+already written for its place (`sbatch` lines, `srun` options, `command`; see `Verbatim`): a value from the spec
+cannot become shell syntax, in our template or in a site's. A filter that makes new text (`join`, `trim`) returns
+plain text, which is then quoted as one word; `| shquote` quotes explicitly and is not quoted twice.
 """
 
 from __future__ import annotations
 
-import shlex
 import traceback
 
 import jinja2
 
 from hpcctl.errors import HpcctlError
 from hpcctl.jobspec.model import JobSpec
-from hpcctl.render.directives import launch_for
+from hpcctl.render.directives import Verbatim, launch_for, sh_word
 from hpcctl.resources import data_dir
 from hpcctl.site.config import SiteConfig
 
@@ -27,9 +31,14 @@ def environment(site: SiteConfig) -> jinja2.Environment:
     search = [jinja2.FileSystemLoader(site.templates_dir)] if site.templates_dir else []
     loader = jinja2.ChoiceLoader([*search, builtin, jinja2.PrefixLoader({"hpcctl": builtin})])
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters["shquote"] = shlex.quote
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False, finalize=quoted)
+    env.filters["shquote"] = sh_word
     return env
+
+
+def quoted(value) -> str:
+    """What `{{ value }}` writes: Verbatim text as it is, every other value as one sh word."""
+    return value if isinstance(value, Verbatim) else sh_word(value)
 
 
 def _template_line(exc: jinja2.TemplateError) -> str:

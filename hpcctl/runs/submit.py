@@ -93,7 +93,11 @@ def make_output_dirs(job: JobSpec, cwd: str) -> None:
     for pattern in (job.output_pattern, job.stderr or ""):
         folder = os.path.dirname(pattern)
         if folder and "%" not in folder:
-            os.makedirs(os.path.join(cwd, folder), exist_ok=True)
+            try:
+                os.makedirs(os.path.join(cwd, folder), exist_ok=True)
+            except OSError as exc:
+                raise HpcctlError(f"cannot make the output directory {folder} of job '{job.name}': {exc.strerror}",
+                                  "set outputs.stdout and outputs.stderr to a directory you can write") from None
 
 
 def _test_only(job: JobSpec, script: str, backend: CommandBackend, env: dict, cwd: str) -> Submitted:
@@ -114,6 +118,9 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
     env, ignored = sbatch_environment(keep_sbatch_env)
     digests = image_digests(jobs, site) if not test_only else {}
     cwd = os.getcwd()
+    if not test_only:
+        for job in jobs.jobs:  # all of them before the first job is queued
+            make_output_dirs(job, cwd)
     ids: dict[str, str] = {}
     done: list[Submitted] = []
     for job in jobs.jobs:
@@ -126,7 +133,6 @@ def submit_file(jobs: JobFile, site: SiteConfig, backend: CommandBackend, keep_s
             hpcctl_version=__version__, workdir=cwd, output=job.output_pattern, image=job.image,
             image_digest=digests.get(job.image or ""), dependencies=resolved, ignored_env=ignored)
         bundle = bundles.create(job.name, jobs.text, site.raw, scripts[job.name], record)
-        make_output_dirs(job, cwd)
         try:
             sub = backend.submit(str(bundle.script), dep_args, env=env, cwd=cwd)
         except HpcctlError as exc:

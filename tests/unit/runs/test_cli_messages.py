@@ -53,6 +53,16 @@ def test_sbatch_missing_from_path(env):
         not any((Path(env["XDG_DATA_HOME"]) / "hpcctl" / "runs").iterdir())
 
 
+def test_output_directory_that_cannot_be_made_is_one_line_and_nothing_is_queued(env, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"name: out\ncommand: 'true'\noutputs: {{stdout: {tmp_path}/taken/out.txt}}\n")
+    result = hpcctl({**env, "PATH": "/nonexistent"}, "submit", str(spec))
+    assert error(result) == (f"hpcctl: error: cannot make the output directory {tmp_path}/taken of job 'out': "
+                             "File exists (set outputs.stdout and outputs.stderr to a directory you can write)\n")
+    assert not (Path(env["XDG_DATA_HOME"]) / "hpcctl" / "runs").exists()
+
+
 def test_broken_and_unfinished_run_bundles(env, tmp_path, monkeypatch):
     broken = tmp_path / "broken"
     broken.mkdir()
