@@ -128,7 +128,7 @@ def test_plan_only_json_is_what_hpcctl_exec_runs(sandbox, busybox):
     broken = subprocess.run(["/usr/local/lib/hpcctl/hpcctl-exec", str(plan_file), "--", "true"],
                             capture_output=True, text=True, timeout=60)
     assert (broken.returncode, broken.stderr) == (
-        125, "hpcctl: error: image /no/such.sqsh is missing: No such file or directory\n")
+        125, "hpcctl: error: cannot open image /no/such.sqsh: No such file or directory\n")
 
 
 def test_an_unpacked_root_tree_runs_without_the_image_pipeline(sandbox, busybox, tmp_path):
