@@ -3,7 +3,8 @@
 - ``resolve(ref, site)``: one manifest request for a tag, none for a digest-pinned reference.
 - ``ensure(ref, site, uid=...)``: a warm hit takes no lock and costs what ``resolve`` costs (a cached private image
   additionally needs the registry to accept *this* user's credentials); a cold pull is single-flight per node.
-- ``in_use(image)`` / ``mark_in_use`` + ``release``: a shared flock on the image's ``.use`` file, which gc respects.
+- ``in_use(image)`` / ``mark_in_use`` + ``release``: a shared flock on the image's ``.use`` file, which gc respects;
+  taken by root (the use lock is root-only), waiting at most ``locks.USE_WAIT_S`` for a gc removing the image.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Iterator
 
 from hpcctl.errors import HpcctlError
-from hpcctl.image import credentials
+from hpcctl.image import credentials, locks
 from hpcctl.image.cache import CachedImage, Entry, ImageCache, ImageConfig, find
-from hpcctl.image.errors import AuthDenied, BadReference, NotFound, RegistryUnreachable
+from hpcctl.image.errors import AuthDenied, BadReference, LockBusy, NotFound, RegistryUnreachable
 from hpcctl.image.progress import Progress
 from hpcctl.image.reference import DaemonImage, ImageRef, LocalFile, parse
 from hpcctl.image.registry import Registry, RegistryConfigView
@@ -115,7 +116,8 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
         reference = str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)) if parsed.digest \
             else parsed.canonical
         return pull.build(target, registry, registry.manifest(digest), reference, site.cache.compression,
-                          Progress(progress), {"pulled_by_uid": uid if uid is not None else os.geteuid()})
+                          site.cache.low_watermark, Progress(progress),
+                          {"pulled_by_uid": uid if uid is not None else os.geteuid()})
 
     entry, built = target.single_flight(digest, build)
     if not built:
@@ -212,13 +214,20 @@ def mark_in_use(image: CachedImage) -> int | None:
     if image.lock_path is None:
         return None
     fd = os.open(image.lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        locks.flock_within(fd, fcntl.LOCK_SH, locks.USE_WAIT_S,
+                           f"the use lock {image.lock_path} of image {image.reference}",
+                           "gc is removing that image and seems stuck: try again later, or ask the admin to end "
+                           "that process")
+    except LockBusy:
+        os.close(fd)
+        raise
     meta = Path(image.path).with_suffix(".json")
     if not meta.exists():
         os.close(fd)
         raise NotFound(f"image {image.reference} was removed from the cache just now", "pull it again")
     with contextlib.suppress(OSError):
-        os.utime(image.lock_path)
+        os.utime(meta)
     return fd
 
 

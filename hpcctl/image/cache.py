@@ -1,15 +1,18 @@
 """The node-local image cache: one squashfs per image, keyed by the digest its reference resolves to.
 
-Layout under ``site.cache.root`` (root-owned, 0755 dirs, 0644 files: users may read, never write; the squashfs
-and layers of a private image are 0600, so only jobs whose user the registry accepted get at them)::
+Layout under ``site.cache.root``, all root-owned. Users read public images and their metadata (``images/``, 0755,
+files 0644: the plugin mounts them, `hpcctl image ls` lists them), nothing else: a private image's squashfs and
+metadata are 0600, so only jobs whose user the registry accepted get at them; ``blobs/``, ``tmp/`` and ``locks/``
+are 0700 (see hpcctl.image.locks: a user who could open a lock file could hang steps and pulls)::
 
-    images/<hex>.sqsh   the image            images/<hex>.json   its metadata, written last
+    images/<hex>.sqsh   the image            images/<hex>.json   its metadata, written last; mtime: last use
     blobs/sha256/<hex>  compressed layers    tmp/                 partial files of running pulls
     locks/<hex>.pull    single-flight lock   locks/<hex>.use      shared while a job uses the image
     locks/gc.lock       pulls hold it shared; gc removes blobs only when it gets it exclusively
 
 An entry is valid only when its metadata exists and names the squashfs's exact size, so a pull killed at any
-moment (or a disk that filled up) leaves nothing that looks valid. Finding a valid entry takes no lock.
+moment (or a disk that filled up) leaves nothing that looks valid. Finding a valid entry takes no lock. Sizes are
+measured on disk, never taken from a manifest.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from hpcctl.image import locks
 from hpcctl.image.errors import NoSpace
 
 METADATA_VERSION = 1
+GC_LOCK = "gc.lock"
+PUBLIC_MODE = 0o644
+PRIVATE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -69,16 +76,15 @@ class CachedImage:
 
 @dataclass(frozen=True)
 class Entry:
-    """A valid cache entry, as `hpcctl image ls` shows it."""
+    """A valid cache entry, as `hpcctl image ls` shows it: ``size`` is its squashfs's, ``disk_bytes`` what its files
+    take on disk (what gc frees by removing it), both measured."""
 
     key: str
     meta: dict
     sqsh: Path
     last_used: float
-
-    @property
-    def size(self) -> int:
-        return int(self.meta["size"])
+    size: int
+    disk_bytes: int
 
     @property
     def digest(self) -> str:
@@ -87,6 +93,11 @@ class Entry:
 
 def key_of(digest: str) -> str:
     return digest.split(":", 1)[1]
+
+
+def on_disk(st: os.stat_result) -> int:
+    """The bytes a file takes on disk."""
+    return st.st_blocks * 512
 
 
 class ImageCache:
@@ -99,17 +110,19 @@ class ImageCache:
 
     # --- layout and locks ------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """Create the layout (as whoever may write the cache: root for the node cache)."""
-        for d in (self.root, self.images, self.blobs, self.tmp, self.locks):
+        """Create the layout (as whoever may write the cache: root for the node cache), each directory with its mode
+        (also fixing those an older hpcctl made)."""
+        layout = {self.root: 0o755, self.images: 0o755, self.blobs: 0o700, self.tmp: 0o700,
+                  self.locks: locks.DIR_MODE}
+        for directory, mode in layout.items():
             try:
-                d.mkdir(mode=0o755, parents=True, exist_ok=True)
+                directory.mkdir(mode=mode, parents=True, exist_ok=True)
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise NoSpace(f"no space left for the image cache at {self.root}",
                                   "run `hpcctl image gc` or free space on that disk") from None
                 raise
-        os.chmod(self.root, 0o755)
-        os.chmod(self.tmp, 0o700)
+            os.chmod(directory, mode)
 
     def writable(self) -> bool:
         if self.root.exists():
@@ -117,17 +130,26 @@ class ImageCache:
         parent = next((p for p in self.root.parents if p.exists()), Path("/"))
         return os.access(parent, os.W_OK)
 
-    def _lock_file(self, name: str) -> int:
-        return os.open(self.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    def open_lock(self, name: str) -> int:
+        """An fd of locks/NAME (created root-only) to flock."""
+        return locks.open_lock(self.locks, name)
 
     @contextlib.contextmanager
     def pull_lock(self, digest: str) -> Iterator[None]:
-        """Exclusive per image (single flight) plus the shared gc lock, held for a whole pull."""
-        gc_fd = self._lock_file("gc.lock")
-        fd = self._lock_file(f"{key_of(digest)}.pull")
+        """Exclusive per image (single flight) plus the shared gc lock, held for a whole pull; each waited for at
+        most its bound (locks.GC_WAIT_S, locks.PULL_WAIT_S), then LockBusy."""
+        gc_fd = self.open_lock(GC_LOCK)
+        name = f"{key_of(digest)}.pull"
+        fd = self.open_lock(name)
         try:
-            fcntl.flock(gc_fd, fcntl.LOCK_SH)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            locks.flock_within(gc_fd, fcntl.LOCK_SH, locks.GC_WAIT_S,
+                               f"the gc lock {self.locks / GC_LOCK} of the image cache",
+                               "`hpcctl image gc` seems stuck on this node: try again later, or ask the admin to "
+                               "end that process")
+            locks.flock_within(fd, fcntl.LOCK_EX, locks.PULL_WAIT_S,
+                               f"the pull lock {self.locks / name} of image {digest[:19]}",
+                               "another pull of this image on this node seems stuck: try again later, or ask the "
+                               "admin to end that process")
             yield
         finally:
             os.close(fd)
@@ -152,16 +174,13 @@ class ImageCache:
         sqsh = self.images / f"{key}.sqsh"
         try:
             meta = json.loads(meta_path.read_text())
-            st = sqsh.stat()
-        except (FileNotFoundError, ValueError, OSError):
+            meta_st, st = meta_path.stat(), sqsh.stat()
+        except (ValueError, OSError):
             return None
         if meta.get("version") != METADATA_VERSION or meta.get("size") != st.st_size:
             return None
-        try:
-            last_used = (self.locks / f"{key}.use").stat().st_mtime
-        except OSError:
-            last_used = meta.get("created", 0)
-        return Entry(key, meta, sqsh, last_used)
+        return Entry(key, meta, sqsh, last_used=meta_st.st_mtime, size=st.st_size,
+                     disk_bytes=on_disk(st) + on_disk(meta_st))
 
     def entries(self) -> list[Entry]:
         if not self.images.is_dir():
@@ -170,13 +189,12 @@ class ImageCache:
         return [e for e in found if e]
 
     def touch(self, digest: str) -> None:
-        """Record a use (for LRU); silently skipped when this process may not write the cache."""
-        path = self.use_lock_path(digest)
+        """Record a use in the metadata's mtime, which users can read (gc removes the least recently used images
+        first), and make sure the image's use lock exists for a job to hold; silently skipped when this process
+        may not write the cache."""
         with contextlib.suppress(OSError):
-            if path.exists():
-                os.utime(path)
-            elif self.locks.is_dir():
-                os.close(self._lock_file(path.name))
+            os.utime(self.meta_path(digest))
+            os.close(self.open_lock(self.use_lock_path(digest).name))
 
     def as_image(self, entry: Entry) -> CachedImage:
         return CachedImage(path=str(entry.sqsh), digest=entry.digest, reference=entry.meta["reference"],
@@ -211,17 +229,18 @@ class ImageCache:
         """Move the finished squashfs in place, then write the metadata that makes it valid."""
         meta = {"version": METADATA_VERSION, **meta, "digest": digest, "size": partial.stat().st_size,
                 "created": time.time()}
+        mode = PRIVATE_MODE if meta.get("auth_required") else PUBLIC_MODE
         try:
             with open(partial, "rb") as fh:
                 os.fsync(fh.fileno())
-            os.chmod(partial, 0o600 if meta.get("auth_required") else 0o644)
+            os.chmod(partial, mode)
             os.replace(partial, self.sqsh_path(digest))
             meta_tmp = self.tmp / f"{key_of(digest)}.{os.getpid()}.json"
             with open(meta_tmp, "w") as fh:
                 json.dump(meta, fh, indent=1, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.chmod(meta_tmp, 0o644)
+            os.chmod(meta_tmp, mode)
             os.replace(meta_tmp, self.meta_path(digest))
             dir_fd = os.open(self.images, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -254,7 +273,8 @@ class ImageCache:
         return sorted(folder.iterdir()) if folder.is_dir() else []
 
     def disk_usage(self) -> int:
-        return sum(e.size for e in self.entries()) + sum(p.stat().st_size for p in self.blob_files())
+        """What the cached images and layers take on disk, measured there."""
+        return sum(e.disk_bytes for e in self.entries()) + sum(on_disk(p.stat()) for p in self.blob_files())
 
 
 def find(stores: list[ImageCache], digest: str) -> tuple[ImageCache, Entry] | None:

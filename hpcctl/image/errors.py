@@ -33,3 +33,7 @@ class DigestMismatch(HpcctlError):
 
 class UnsafeLayer(HpcctlError):
     """A layer tarball tries to write outside the image or through a link; the image is refused."""
+
+
+class LockBusy(HpcctlError):
+    """A lock of the image cache stayed held past its bound: names the lock, its holder and what to do."""

@@ -2,7 +2,8 @@
 
 An image a job uses (someone holds a shared flock on its ``.use`` file) or that is being pulled is never removed.
 Layer blobs that no cached image needs, and leftovers of killed pulls, go first, but only while no pull runs
-(pulls hold ``gc.lock`` shared for their whole duration).
+(pulls hold ``gc.lock`` shared for their whole duration). GC never waits for a lock, and counts only bytes it
+measured on disk (see ImageCache.disk_usage), never sizes a manifest declares.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from hpcctl.errors import HpcctlError
-from hpcctl.image.cache import Entry, ImageCache
+from hpcctl.image import locks
+from hpcctl.image.cache import GC_LOCK, Entry, ImageCache, on_disk
 
 
 @dataclass
@@ -35,14 +37,9 @@ class GcResult:
 @contextlib.contextmanager
 def _try_exclusive(cache: ImageCache, name: str) -> Iterator[bool]:
     """Yields True while holding an exclusive flock on locks/NAME, False if someone else holds it."""
-    fd = os.open(cache.locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    fd = cache.open_lock(name)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield locks.try_flock(fd, fcntl.LOCK_EX)
     finally:
         os.close(fd)
 
@@ -58,13 +55,13 @@ def _sweep(cache: ImageCache) -> tuple[int, int]:
     """While no pull runs (gc.lock held exclusively): remove blobs no cached image needs, and what killed pulls
     left behind (partial files, a squashfs whose metadata was never written). Returns (blobs removed, bytes)."""
     count = freed = 0
-    with _try_exclusive(cache, "gc.lock") as ok:
+    with _try_exclusive(cache, GC_LOCK) as ok:
         if not ok:
             return 0, 0
         needed = {d.split(":", 1)[1] for d in cache.referenced_blobs()}
         for blob in cache.blob_files():
             if blob.name not in needed:
-                size = blob.stat().st_size
+                size = on_disk(blob.stat())
                 blob.unlink()
                 count, freed = count + 1, freed + size
         leftovers = list(cache.tmp.iterdir()) if cache.tmp.is_dir() else []
@@ -96,9 +93,9 @@ def collect(cache: ImageCache, target: int, dry_run: bool = False, keep: set = f
                 continue
             if not dry_run:
                 cache.remove(entry)
-            usage -= entry.size
+            usage -= entry.disk_bytes
             result.removed.append({"reference": entry.meta["reference"], "digest": entry.digest,
-                                   "size": entry.size})
+                                   "size": entry.disk_bytes})
     if not dry_run and result.removed:
         count, freed = _sweep(cache)
         result.blobs_removed += count

@@ -31,22 +31,29 @@ def _need_bytes(store: LayerStore, layers: list[dict]) -> int:
     return missing + int(SQUASHFS_FACTOR * sum(int(d.get("size") or 0) for d in layers))
 
 
-def check_space(cache: ImageCache, need: int, reference: str) -> None:
-    """Raise NoSpace unless ``need`` bytes fit; first try to make room with gc."""
+def check_space(cache: ImageCache, need: int, reference: str, low_watermark: int) -> None:
+    """Raise NoSpace unless ``need`` bytes fit; first try to make room with gc. ``need`` comes from the manifest,
+    which anyone who may push to a registry writes, so gc makes room for it only when removing unused images down
+    to ``low_watermark`` (of measured usage) can be enough: a claim that cannot fit costs no image, and any claim
+    at most the least recently used images above the low watermark, which gc may remove anyway."""
     free = shutil.disk_usage(cache.root).free
     if free >= need:
         return
-    gc.collect(cache, target=max(0, cache.disk_usage() - (need - free)))
-    free = shutil.disk_usage(cache.root).free
+    usage = cache.disk_usage()
+    if need - free <= usage - low_watermark:
+        gc.collect(cache, target=usage - (need - free))
+        free = shutil.disk_usage(cache.root).free
     if free < need:
-        raise NoSpace(f"no space left for {reference} in the image cache at {cache.root}: it needs about "
-                      f"{human(need)}, {human(free)} free after removing unused images",
+        raise NoSpace(f"no space left for {reference} in the image cache at {cache.root}: its manifest says it "
+                      f"needs about {human(need)}, {human(free)} free after removing unused images down to the "
+                      f"low watermark ({human(low_watermark)})",
                       "remove images with `hpcctl image rm`, or ask the admin for a larger cache disk")
 
 
 def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: str, compression: str,
-          progress: Progress, extra_meta: dict | None = None) -> Entry:
-    """Download, flatten and convert; call with the image's pull lock held. Leaves nothing valid on failure."""
+          low_watermark: int, progress: Progress, extra_meta: dict | None = None) -> Entry:
+    """Download, flatten and convert; call with the image's pull lock held. Leaves nothing valid on failure. Room is
+    made for the image by removing unused images, never below ``low_watermark``."""
     store = LayerStore(cache.blobs, cache.tmp)
     config_raw = registry.get_blob_bytes(manifest.config["digest"])
     try:
@@ -57,7 +64,7 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
     for layer in layers:
         if layer.get("mediaType", "").endswith(("+encrypted", ".encrypted")):
             raise RegistryError(f"{reference} has encrypted layers", "use an unencrypted image")
-    check_space(cache, _need_bytes(store, layers), reference)
+    check_space(cache, _need_bytes(store, layers), reference, low_watermark)
 
     partial = cache.partial_path(manifest.digest)
     total = sum(int(d.get("size") or 0) for d in layers)

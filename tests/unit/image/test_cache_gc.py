@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
+from collections import namedtuple
 
 import pytest
 
@@ -11,7 +14,7 @@ from fake_registry import SMALL, push
 from hpcctl.errors import HpcctlError
 from hpcctl.image import api, gc
 from hpcctl.image.cache import ImageCache
-from hpcctl.image.errors import NotFound
+from hpcctl.image.errors import NoSpace, NotFound
 from image_layers import e
 
 
@@ -91,3 +94,61 @@ def test_gc_sweeps_what_killed_pulls_left_but_not_while_a_pull_runs(fake_registr
         assert orphan.exists() and partial.exists()
     gc.collect(cache, target=1 << 40)
     assert not orphan.exists() and not partial.exists() and os.path.exists(image.path)
+
+
+def claiming(reg, repo: str, tag: str, layer_size: int) -> str:
+    """A tag whose manifest is repo:tag's with its first layer declaring ``layer_size`` bytes (the registry serves
+    the same small blob): what anyone may push to an open registry."""
+    _, body = reg.manifests[(repo, tag)]
+    manifest = json.loads(body)
+    manifest["layers"][0]["size"] = layer_size
+    reg.add_manifest(repo, "claims", manifest, manifest["mediaType"])
+    return f"{reg.host}/{repo}:claims"
+
+
+def with_low_watermark(site, low: int):
+    return dataclasses.replace(site, cache=dataclasses.replace(site.cache, low_watermark=low))
+
+
+def free_space_until_an_image_goes(mocker, cache: ImageCache, free: int) -> None:
+    """The cache's disk has ``free`` bytes free until gc removes an image, then plenty."""
+    usage = namedtuple("usage", "total used free")
+    count = len(cache.entries())
+    mocker.patch("hpcctl.image.pull.shutil.disk_usage",
+                 side_effect=lambda path: usage(1 << 40, 0, free if len(cache.entries()) == count else 1 << 40))
+
+
+def test_a_manifest_claiming_a_huge_layer_evicts_nothing(fake_registry, site):
+    pulled = pull_three(fake_registry, site)
+    huge = claiming(fake_registry, "test/small", "v1", 10 << 40)
+    with pytest.raises(NoSpace) as info:
+        api.ensure(huge, site)
+    assert "\n" not in str(info.value) and "its manifest says it needs about" in str(info.value)
+    cache = ImageCache(site.cache.root)
+    assert sorted(e.meta["reference"] for e in cache.entries()) == sorted(i.reference for i in pulled)
+
+
+def test_making_room_for_a_pull_stops_at_the_low_watermark(fake_registry, site, mocker):
+    pull_three(fake_registry, site)
+    cache = ImageCache(site.cache.root)
+    free_space_until_an_image_goes(mocker, cache, 0)
+    with pytest.raises(NoSpace):
+        api.ensure(f"{fake_registry.host}/test/small:v1", with_low_watermark(site, cache.disk_usage()))
+    assert len(cache.entries()) == 3
+
+
+def test_making_room_for_a_pull_removes_the_least_recently_used_image_first(fake_registry, site, mocker):
+    a, b, c = pull_three(fake_registry, site)
+    cache = ImageCache(site.cache.root)
+    free_space_until_an_image_goes(mocker, cache, 0)
+    fresh = api.ensure(f"{fake_registry.host}/test/small:v1", with_low_watermark(site, 0))
+    assert sorted(e.meta["reference"] for e in cache.entries()) == sorted([b.reference, c.reference,
+                                                                           fresh.reference])
+
+
+def test_usage_is_what_the_cache_files_take_on_disk(fake_registry, site):
+    pull_three(fake_registry, site)
+    cache = ImageCache(site.cache.root)
+    files = [*cache.images.iterdir(), *cache.blob_files()]
+    assert cache.disk_usage() == sum(os.stat(p).st_blocks * 512 for p in files)
+    assert [e.size for e in cache.entries()] == [os.stat(e.sqsh).st_size for e in cache.entries()]
