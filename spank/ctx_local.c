@@ -63,7 +63,7 @@ int ctx_local_post_opt(spank_t sp, const struct helper_config *cfg)
     }
     json_t *input = json_pack("{s:s, s:o, s:s?}", "context", spank_context() == S_CTX_LOCAL ? "local" : "allocator",
                               "options", options, "pinned", pin);
-    int rc = helper_run(cfg, "hpcctl.plugin.submit", input, 0, 300, &out, err, sizeof(err));
+    int rc = helper_run(cfg, "hpcctl.plugin.submit", input, 0, 300, -1, &out, err, sizeof(err));
     json_decref(input);
     if (rc) {
         /* one line, then stop: Slurm's own follow-up messages would only repeat it less clearly */

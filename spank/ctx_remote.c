@@ -18,6 +18,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "contexts.h"
@@ -168,6 +169,20 @@ static void record_holder(int dirfd)
         renameat(dirfd, "holder.tmp", dirfd, "holder");
 }
 
+#define HOLD_WAIT_S 30
+
+/* A shared flock on the image's use file (cache gc then leaves the image), waiting at most HOLD_WAIT_S. */
+static int hold_shared(int fd)
+{
+    struct timespec tick = {0, 50 * 1000 * 1000};
+    for (int waited_ms = 0; flock(fd, LOCK_SH | LOCK_NB); waited_ms += 50) {
+        if (errno != EWOULDBLOCK || waited_ms >= HOLD_WAIT_S * 1000)
+            return -1;
+        nanosleep(&tick, NULL);
+    }
+    return 0;
+}
+
 /*
  * The holder: a grandchild of slurmstepd (so slurmstepd never reaps it), root again, that asks the core for the
  * plan, builds the container and keeps its mount namespace alive for the tasks. It runs while slurmstepd sends the
@@ -191,7 +206,7 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
         sh->state = 2;
         _exit(1);
     }
-    if (helper_run(cfg, "hpcctl.plugin.step", input, 0, 900, &out, sh->error, sizeof(sh->error))) {
+    if (helper_run(cfg, "hpcctl.plugin.step", input, 0, 900, 4, &out, sh->error, sizeof(sh->error))) {
         sh->state = 2;
         _exit(1);
     }
@@ -204,8 +219,12 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
     memcpy(sh->reply, text, strlen(text) + 1);
     const char *hold = json_string_value(json_object_get(out, "hold"));
     int use = hold ? open(hold, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) : -1;
-    if (use >= 0)
-        flock(use, LOCK_SH);
+    if (use >= 0 && hold_shared(use)) {
+        snprintf(sh->error, sizeof(sh->error), "the image's use lock %s stayed taken for %d s (image cache gc "
+                 "holds it; run the step again)", hold, HOLD_WAIT_S);
+        sh->state = 2;
+        _exit(1);
+    }
     json_t *join = json_object_get(out, "join");
     const char *named_dir = json_string_value(json_object_get(out, "named_dir"));
     int dirfd = named_dir ? open(named_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;

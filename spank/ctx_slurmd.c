@@ -19,7 +19,7 @@ int ctx_slurmd_job_epilog(spank_t sp, int ac, char **av)
         return 0;
     spank_get_item(sp, S_JOB_UID, &uid);
     json_t *input = json_pack("{s:I, s:I}", "jobid", (json_int_t)jobid, "uid", (json_int_t)uid);
-    if (helper_run(cfg, "hpcctl.plugin.epilog", input, 1, 60, &out, err, sizeof(err)))
+    if (helper_run(cfg, "hpcctl.plugin.epilog", input, 1, 60, -1, &out, err, sizeof(err)))
         slurm_error("hpcctl: job %u epilog: %s", jobid, err);
     json_decref(input);
     json_decref(out);

@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#define HELPER_MEMORY (4UL << 30) /* address space of the Python core: a pull streams, it never holds an image */
 
 static char *const clean_env[] = {
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "PYTHONDONTWRITEBYTECODE=1",
@@ -78,7 +81,8 @@ static void last_line(const struct buf *b, char *out, size_t outlen)
 
 static void child(const struct helper_config *cfg, const char *module, int in, int out, int errfd, int as_root)
 {
-    if (as_root && (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL)))
+    struct rlimit mem = {HELPER_MEMORY, HELPER_MEMORY};
+    if ((as_root && (setresuid(0, 0, 0) || setresgid(0, 0, 0) || setgroups(0, NULL))) || setrlimit(RLIMIT_AS, &mem))
         _exit(126);
     /* slurmd may run with 0-2 closed, so the pipes can be those very fds: move them out of the way first */
     in = fcntl(in, F_DUPFD_CLOEXEC, 10);
@@ -101,7 +105,7 @@ static void child(const struct helper_config *cfg, const char *module, int in, i
 }
 
 int helper_run(const struct helper_config *cfg, const char *module, json_t *input, int as_root, int timeout_s,
-               json_t **output, char *err, size_t errlen)
+               int watch_fd, json_t **output, char *err, size_t errlen)
 {
     int in[2], out[2], errp[2];
     char *payload = json_dumps(input, JSON_COMPACT);
@@ -143,8 +147,8 @@ int helper_run(const struct helper_config *cfg, const char *module, json_t *inpu
 
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    struct pollfd fds[2] = {{out[0], POLLIN, 0}, {errp[0], POLLIN, 0}};
-    int open_fds = 2, timed_out = 0;
+    struct pollfd fds[3] = {{out[0], POLLIN, 0}, {errp[0], POLLIN, 0}, {watch_fd, POLLIN, 0}};
+    int open_fds = 2, timed_out = 0, abandoned = 0;
     while (open_fds > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
         long left_ms = timeout_s * 1000L - ((now.tv_sec - start.tv_sec) * 1000L +
@@ -154,11 +158,16 @@ int helper_run(const struct helper_config *cfg, const char *module, json_t *inpu
             kill(pid, SIGKILL);
             break;
         }
-        int n = poll(fds, 2, (int)left_ms);
+        int n = poll(fds, 3, (int)left_ms);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             break;
+        if (watch_fd >= 0 && fds[2].revents) {
+            abandoned = 1;
+            kill(pid, SIGKILL);
+            break;
+        }
         for (int i = 0; i < 2; i++)
             if (fds[i].fd >= 0 && fds[i].revents) {
                 if (!buf_read(fds[i].fd, i == 0 ? &obuf : &ebuf)) {
@@ -175,6 +184,8 @@ int helper_run(const struct helper_config *cfg, const char *module, json_t *inpu
         ;
     if (timed_out)
         snprintf(err, errlen, "the hpcctl helper (%s) took longer than %d s and was stopped", module, timeout_s);
+    else if (abandoned)
+        snprintf(err, errlen, "the step ended before the hpcctl helper (%s) finished; it was stopped", module);
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         last_line(&ebuf, err, errlen);
         if (!err[0])

@@ -16,11 +16,13 @@ struct helper_config {
 int helper_config_parse(struct helper_config *cfg, int ac, char **av, char *err, size_t errlen);
 
 /*
- * Run MODULE with `input` on stdin. as_root: become uid/gid 0 first (slurmstepd keeps real uid 0 while
- * its effective uid is the user's). On success *output is the decoded JSON (caller decrefs) and 0 is returned;
- * otherwise err holds one line: the helper's last stderr line, or why it could not run.
+ * Run MODULE with `input` on stdin, bounded by timeout_s and an address-space limit. as_root: become uid/gid 0
+ * first (slurmstepd keeps real uid 0 while its effective uid is the user's). watch_fd (-1: none): the helper is
+ * killed as soon as it becomes readable or hangs up (the step it works for has ended). On success *output is the
+ * decoded JSON (caller decrefs) and 0 is returned; otherwise err holds one line: the helper's last stderr line, or
+ * why it could not run.
  */
 int helper_run(const struct helper_config *cfg, const char *module, json_t *input, int as_root, int timeout_s,
-               json_t **output, char *err, size_t errlen);
+               int watch_fd, json_t **output, char *err, size_t errlen);
 
 #endif

@@ -341,7 +341,8 @@ static void ldconfig_child(const struct plan *p, int binary, int workdir)
     if (!argv || null < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(null, 2) < 0 || fchdir(workdir) ||
         setrlimit(RLIMIT_AS, &mem) || setrlimit(RLIMIT_CPU, &cpu) || setrlimit(RLIMIT_FSIZE, &size) ||
         setrlimit(RLIMIT_CORE, &core) || setgroups(p->ngroups, p->groups) || setresgid(p->gid, p->gid, p->gid) ||
-        setresuid(p->uid, p->uid, p->uid) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        setresuid(p->uid, p->uid, p->uid) || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ||
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0))
         _exit(126);
     /* no links (-X), none of the image's ld.so.conf (-f /dev/null: its directories come from the plan, read by the
      * core as the user); the cache goes to the working directory, the user's own */

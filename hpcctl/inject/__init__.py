@@ -7,12 +7,15 @@ step's MountPlan. Pure decisions: it reads the host and the image, and changes n
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from hpcctl.inject import gpu, mpi
 from hpcctl.inject.injection import Injection
 from hpcctl.inject.step import StepInfo
-from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.site.config import SiteConfig
+
+if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
+    from hpcctl.runtime.image_facts import ImageFacts
 
 __all__ = ["Injection", "StepInfo", "plan_injections"]
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from hpcctl.inject import Injection, StepInfo, plan_injections
 from hpcctl.inject.mpi import select
-from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, PlanMount
 from hpcctl.site.config import SiteConfig
+
+if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
+    from hpcctl.runtime.image_facts import ImageFacts
 
 
 @dataclass

@@ -10,6 +10,7 @@ their slurmstepd.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import elf, ldcache
@@ -17,9 +18,11 @@ from hpcctl.inject import abi, glibc
 from hpcctl.inject.injection import Injection
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
-from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, PlanMount
 from hpcctl.site.config import MpiFlavour, SiteConfig
+
+if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
+    from hpcctl.runtime.image_facts import ImageFacts
 
 NO_MPI = "none"
 # What a PMIx v4 server exports, and the MCA name an older or newer PMIx client reads instead (as Sarus maps them).

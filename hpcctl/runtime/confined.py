@@ -8,6 +8,7 @@ child that overruns its time is killed with its mount namespace, so nothing it s
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ from hpcctl.plugin.access import Identity
 
 MEMORY_LIMIT = 1 << 30  # address space of the child, bytes
 REPLY_LIMIT = 16 << 20  # bytes of JSON the parent accepts
+PR_SET_PDEATHSIG = 1
 
 
 def drop_to(who: Identity) -> None:
@@ -30,6 +32,14 @@ def drop_to(who: Identity) -> None:
     os.setgroups(list(who.groups))
     os.setresgid(who.gid, who.gid, who.gid)
     os.setresuid(who.uid, who.uid, who.uid)
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the parent goes (a step cancelled meanwhile); set after the last change of ids, which clears
+    it."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:
+        os._exit(1)
 
 
 def _limit(seconds: float) -> None:
@@ -47,6 +57,7 @@ def _child(write_fd: int, prepare: Callable[[], None], work: Callable[[], object
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         prepare()
         drop_to(who)
+        _die_with_parent()
         _limit(seconds)
         reply = {"ok": work()}
         status = 0
