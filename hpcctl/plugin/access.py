@@ -13,10 +13,11 @@ class Identity:
     groups: tuple[int, ...] = ()
 
 
-def readable(paths: list[str], who: Identity) -> dict[str, str]:
-    """{path: problem} for each path ``who`` cannot read ('' when fine); runs in a child that becomes ``who``."""
+def examine(paths: list[str], who: Identity) -> dict[str, tuple[str, str]]:
+    """{path: (its real path, problem)} as ``who`` sees them (problem '' when readable): links are resolved with
+    the user's rights, in a child that becomes ``who``, so root never walks a user's path for them."""
     if os.geteuid() != 0 or os.geteuid() == who.uid:
-        return {p: problem_of(p) for p in paths}
+        return {p: (os.path.realpath(p), problem_of(p)) for p in paths}
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -25,7 +26,7 @@ def readable(paths: list[str], who: Identity) -> dict[str, str]:
             os.setgroups(list(who.groups))
             os.setresgid(who.gid, who.gid, who.gid)
             os.setresuid(who.uid, who.uid, who.uid)
-            answer = "\0".join(f"{p}\0{problem_of(p)}" for p in paths)
+            answer = "\0".join(f"{p}\0{os.path.realpath(p)}\0{problem_of(p)}" for p in paths)
             os.write(write_fd, answer.encode())
         finally:
             os._exit(0)
@@ -34,8 +35,13 @@ def readable(paths: list[str], who: Identity) -> dict[str, str]:
         data = fh.read().decode()
     os.waitpid(pid, 0)
     items = data.split("\0") if data else []
-    result = dict(zip(items[0::2], items[1::2]))
-    return {p: result.get(p, "could not be checked") for p in paths}
+    result = {items[i]: (items[i + 1], items[i + 2]) for i in range(0, len(items) - 2, 3)}
+    return {p: result.get(p, (p, "could not be checked")) for p in paths}
+
+
+def readable(paths: list[str], who: Identity) -> dict[str, str]:
+    """{path: problem} for each path ``who`` cannot read ('' when fine)."""
+    return {p: problem for p, (_, problem) in examine(paths, who).items()}
 
 
 def problem_of(path: str) -> str:

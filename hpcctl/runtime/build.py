@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin import slurm_client
-from hpcctl.plugin.access import Identity, readable
+from hpcctl.plugin.access import Identity, examine
 from hpcctl.plugin.environment import compose, image_env
 from hpcctl.plugin.options import ContainerOptions
 from hpcctl.inject.layout import LIBDIR
@@ -104,22 +104,20 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
                                 why="the batch script, so it runs inside the container"))
     mount_home = site.plugin.mount_home if options.mount_home is None else options.mount_home
     home = _home(step.who.uid) if mount_home else None
-    user_sources = []
     if home and os.path.isdir(home):
         mounts.append(PlanMount(home, home, readonly=False, create="dir", as_user=True, why="home directory"))
+    seen = examine([um.source for um in options.mounts if um.source != "tmpfs"], step.who)
     for um in options.mounts:
         if um.source == "tmpfs":
             mounts.append(PlanMount("tmpfs", um.target, kind="tmpfs", readonly=False, create="dir",
                                     why="--container-mounts"))
             continue
-        real = check_source(um.source, site.user_mounts)
-        user_sources.append((um.source, real))
+        real = check_source(um.source, site.user_mounts, seen[um.source][0])
         mounts.append(PlanMount(real, um.target, readonly=um.readonly, create=um.create, as_user=True,
                                 why=f"--container-mounts {um.source}"))
-    problems = readable([r for _, r in user_sources], step.who)
-    for source, real in user_sources:
-        if problems[real]:
-            raise HpcctlError(f"--container-mounts: {source} {problems[real]}",
+    for source, (_, problem) in seen.items():
+        if problem:
+            raise HpcctlError(f"--container-mounts: {source} {problem}",
                               "mount only paths that exist and that you can read")
 
     extra_env: list[EnvOp] = []

@@ -13,12 +13,13 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/") or prefix == "/"
 
 
-def check_source(source: str, policy: UserMountPolicy) -> str:
-    """The real path of a user's mount source; HpcctlError when the site does not allow it."""
+def check_source(source: str, policy: UserMountPolicy, real: str | None = None) -> str:
+    """The real path of a user's mount source; HpcctlError when the site does not allow it. ``real``: the path as
+    resolved with the user's rights (root passes it, so it never resolves a user's links itself)."""
     if not policy.allow:
         raise HpcctlError("--container-mounts: this site does not allow user mounts",
                           "ask your admins, or copy the data into a directory the site mounts")
-    real = os.path.realpath(source)
+    real = real or os.path.realpath(source)
     for prefix in policy.deny_prefixes:
         if _under(real, prefix) or _under(source, prefix):
             shown = source if real == source else f"{source} (= {real})"

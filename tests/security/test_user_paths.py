@@ -1,0 +1,55 @@
+"""Paths the user names are walked with the user's rights, never root's (issue 10: the user's files are hostile)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.plugin_helpers import NO_MPI, build_image, srun
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def work(sandbox):
+    return sandbox.workdir()
+
+
+@pytest.fixture(scope="module")
+def image(work):
+    return str(build_image(work))
+
+
+@pytest.fixture
+def root_only_dir():
+    path = Path("/srv") / f"hpcctl-sec-{uuid.uuid4().hex[:8]}"
+    path.mkdir(mode=0o700, parents=True)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def test_a_mount_source_behind_a_root_only_directory_reveals_nothing(sandbox, work, image, root_only_dir):
+    """Root resolving the link would name its target (under /etc) in the error; the user cannot see it."""
+    os.symlink("/etc/ssl", root_only_dir / "hidden")
+    r = srun(sandbox, f"--container-image={image}", NO_MPI,
+             f"--container-mounts={root_only_dir}/hidden:/x", "true", cwd=work)
+    assert r.returncode != 0
+    assert "/etc" not in r.stderr and "permission denied" in r.stderr.lower(), r.stderr
+
+
+def test_an_image_path_swapped_for_a_link_gives_nothing_the_user_cannot_read(sandbox, work, image,
+                                                                             root_only_dir):
+    """A user's image path that leads (through a link) to a root-only squashfs is opened with the user's rights."""
+    secret = root_only_dir / "private.sqsh"
+    secret.write_bytes(Path(image).read_bytes())
+    root_only_dir.chmod(0o711)
+    secret.chmod(0o600)
+    link = work / "swapped.sqsh"
+    link.symlink_to(secret)
+    subprocess.run(["chown", "-h", f"{sandbox.user}:{sandbox.user}", str(link)], check=True)
+    r = srun(sandbox, f"--container-image={link}", NO_MPI, "cat", "/etc/marker", cwd=work)
+    assert r.returncode != 0 and "hpcctl-test-image" not in r.stdout
