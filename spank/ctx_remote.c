@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "contexts.h"
+#include "id_filter.h"
 #include "opts.h"
 #include "plan_exec.h"
 
@@ -426,6 +427,10 @@ int ctx_remote_task_init(spank_t sp)
         spank_setenv(sp, "PWD", dir, 1);
     if (st.remap_root && plan_remap_root(st.plan.uid, st.plan.gid, err, sizeof(err))) {
         fprintf(stderr, "hpcctl: error: %s\n", err);
+        _exit(1);
+    }
+    if (id_filter_install()) {
+        fprintf(stderr, "hpcctl: error: cannot install the task's seccomp filter: %s\n", strerror(errno));
         _exit(1);
     }
     if (st.plan.entrypoint[0])

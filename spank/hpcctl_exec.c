@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "id_filter.h"
 #include "plan_exec.h"
 
 static const char *env_get(void *ctx, const char *name, char *buf, size_t len)
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
         return die(SETUP_FAILED, "cannot become uid %u: %s", (unsigned)plan.uid, strerror(errno));
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         return die(SETUP_FAILED, "cannot set no_new_privs: %s", strerror(errno));
+    if (id_filter_install())
+        return die(SETUP_FAILED, "cannot install the seccomp filter: %s", strerror(errno));
     int rc = change_dir(&plan, cwd_missing);
     if (rc)
         return rc;

@@ -59,6 +59,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     p->writable = json_is_true(json_object_get(plan, "writable"));
     p->ldconfig = json_is_true(json_object_get(plan, "ldconfig"));
     p->image_user_file = json_is_true(json_object_get(plan, "image_user_file"));
+    p->owner_idmap = json_is_true(json_object_get(plan, "owner_idmap"));
     p->cwd = str(doc, "cwd", "");
     p->uid = (uid_t)json_integer_value(json_object_get(doc, "uid"));
     p->gid = (gid_t)json_integer_value(json_object_get(doc, "gid"));
@@ -126,7 +127,9 @@ static int mkdirs(const char *path)
     return mkdir(buf, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-static int make_target(const char *target, int want_dir)
+/* REPLACE_LINK: a dangling link of the image's where a file must be (Ubuntu's /etc/resolv.conf) is removed first;
+ * only while root works in the container's own overlay, never inside a user's bind. */
+static int make_target(const char *target, int want_dir, int replace_link)
 {
     struct stat st;
     if (stat(target, &st) == 0)
@@ -142,6 +145,8 @@ static int make_target(const char *target, int want_dir)
             return -1;
     }
     int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno == ELOOP && replace_link && unlink(target) == 0)
+        fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
         return -1;
     close(fd);
@@ -210,6 +215,70 @@ static int open_image(const struct plan *p, char *err, size_t errlen)
     if (fd < 0)
         FAIL("cannot open image %s: %s", p->image, strerror(saved));
     return fd;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* A user namespace mapping id 0 to the job's user and group (and nothing else), for an id-mapped view of the
+ * image: the fd of a short-lived child's namespace, which outlives the child. */
+static int owner_userns(uid_t uid, gid_t gid)
+{
+    int sync[2], fd = -1;
+    if (pipe2(sync, O_CLOEXEC))
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c = unshare(CLONE_NEWUSER) ? 'x' : 'o';
+        if (write(sync[1], &c, 1) == 1 && c == 'o')
+            pause();
+        _exit(0);
+    }
+    close(sync[1]);
+    char c = 0, path[64], map[64];
+    if (pid > 0 && read(sync[0], &c, 1) == 1 && c == 'o') {
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)uid);
+        snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+        int ok = write_file(path, map) == 0;
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)gid);
+        snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+        ok = ok && write_file(path, map) == 0;
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+        fd = ok ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    }
+    close(sync[0]);
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    return fd;
+}
+
+/* Replace the mount at PATH by a view of it in which files owned by root belong to the job's user (the image's
+ * files become the user's, as in enroot; nothing on disk changes). */
+static int idmap_to_owner(const struct plan *p, const char *path, char *err, size_t errlen)
+{
+    int ns = owner_userns(p->uid, p->gid);
+    if (ns < 0)
+        FAIL("cannot create the user namespace for the container's owner: %s", strerror(errno));
+    int tree = open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (unsigned)ns};
+    int rc = tree < 0 || mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)) ||
+             umount2(path, MNT_DETACH) || move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH);
+    int saved = errno;
+    close(ns);
+    if (tree >= 0)
+        close(tree);
+    if (rc)
+        FAIL("cannot give the image's files to the job's user (id-mapped mount): %s", strerror(saved));
+    return 0;
 }
 
 static int mount_image(const struct plan *p, const char *lower, char *err, size_t errlen)
@@ -435,7 +504,7 @@ static int make_target_as_user(const struct plan *p, const char *target, int dir
 {
     if (user_fs_begin(p))
         return -1;
-    int rc = make_target(target, dir);
+    int rc = make_target(target, dir, 0);
     user_fs_end();
     return rc;
 }
@@ -472,8 +541,10 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     }
     if (mkdirs(lower) || mkdirs(root) || mkdirs(upper) || mkdirs(work))
         FAIL("cannot create the container's directories: %s", strerror(errno));
-    if (mount_image(p, lower, err, errlen))
+    if (mount_image(p, lower, err, errlen) || (p->owner_idmap && idmap_to_owner(p, lower, err, errlen)))
         goto out;
+    if (p->owner_idmap && chown(upper, p->uid, p->gid))
+        FAIL("cannot give the container's root to the job's user: %s", strerror(errno));
     snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,index=off", lower, upper, work);
     if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts))
         FAIL("cannot mount the overlay on the image: %s", strerror(errno));
@@ -501,9 +572,9 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
             if (symlink(m->source, m->target) && errno != EEXIST)
                 FAIL("cannot create the link %s in the container: %s", m->target, strerror(errno));
         } else if (is_kind(m, "tmpfs")) {
-            if (make_target(m->target, 1) || mount_tmpfs(m))
+            if (make_target(m->target, 1, 1) || mount_tmpfs(m))
                 FAIL("cannot mount a tmpfs on %s: %s", m->target, strerror(errno));
-        } else if (make_target(m->target, want_dir(m, trees[i])))
+        } else if (make_target(m->target, want_dir(m, trees[i]), 1))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
     }
     if (p->workdir[0] && !path_under_bind(p, p->nmounts, p->workdir) && mkdirs(p->workdir))
@@ -579,15 +650,6 @@ int plan_apply_env(const struct plan *p, const struct env_ops *ops)
     return 0;
 }
 
-static int write_file(const char *path, const char *text)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = write(fd, text, strlen(text));
-    close(fd);
-    return n == (ssize_t)strlen(text) ? 0 : -1;
-}
 
 int plan_remap_root(uid_t uid, gid_t gid, char *err, size_t errlen)
 {

@@ -31,6 +31,7 @@ struct plan {
     const char **notes;      /* NULL-terminated lines shown to the user */
     const char **ldconfig_dirs; /* NULL-terminated directories the linker cache covers besides ldconfig's own */
     int writable, ldconfig, image_user_file;
+    int owner_idmap; /* the image's root-owned files appear owned by uid/gid (an id-mapped lower layer) */
     uid_t uid;
     gid_t gid;
     gid_t *groups;

@@ -13,7 +13,7 @@ from hpcctl.plugin import slurm_client
 from hpcctl.plugin.access import Identity, examine
 from hpcctl.plugin.environment import compose, image_env
 from hpcctl.plugin.options import ContainerOptions
-from hpcctl.inject.layout import LIBDIR
+from hpcctl.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
 from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.runtime.policy import check_source
@@ -97,6 +97,8 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
         mounts.append(PlanMount(m.source, m.target, kind=kind, readonly=m.readonly,
                                 create="file" if "file" in m.flags else "dir" if "dir" in m.flags else "auto",
                                 why=m.why or "site mount"))
+    mounts += [PlanMount(path, path, readonly=True, create="file", why="host name resolution (plugin.host_files)")
+               for path in site.plugin.host_files if os.path.exists(path)]
     if step.slurm_commands:
         mounts += slurm_client.mounts(site.slurm.config_dir, site.plugin.runtime_dir)
     if step.batch_script:
@@ -105,7 +107,8 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     mount_home = site.plugin.mount_home if options.mount_home is None else options.mount_home
     home = _home(step.who.uid) if mount_home else None
     if home and os.path.isdir(home):
-        mounts.append(PlanMount(home, home, readonly=False, create="dir", as_user=True, why="home directory"))
+        mounts.append(PlanMount(home, "/root" if options.remap_root else home, readonly=False, create="dir",
+                                as_user=True, why="home directory (at /root with --container-remap-root)"))
     seen = examine([um.source for um in options.mounts if um.source != "tmpfs"], step.who)
     for um in options.mounts:
         if um.source == "tmpfs":
@@ -120,13 +123,15 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
             raise HpcctlError(f"--container-mounts: {source} {problem}",
                               "mount only paths that exist and that you can read")
 
-    extra_env: list[EnvOp] = []
+    extra_env = [EnvOp("set", "HOME", "/root", "--container-remap-root: root's home"),
+                 EnvOp("set", "APT_CONFIG", REMAP_ROOT_APT_CONF, "--container-remap-root: apt stays root")
+                 ] if options.remap_root else []
     injection = _injections(site, image, options, step, facts)
     notes: list[str] = []
     ldconfig = False
     if injection:
         mounts += injection.mounts
-        extra_env = list(injection.env)
+        extra_env += injection.env
         notes += injection.notes
         ldconfig = injection.ldconfig
     mounts.sort(key=_order)
@@ -135,7 +140,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     entrypoint_on = site.plugin.entrypoint if options.entrypoint is None else options.entrypoint
     entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
     writable = site.plugin.writable if options.writable is None else options.writable
-    return MountPlan(image=image.path, image_user_file=image.user_file, mounts=mounts, env=env, ldconfig=ldconfig,
-                     ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
+    return MountPlan(image=image.path, image_user_file=image.user_file, owner_idmap=step.who.uid != 0,
+                     mounts=mounts, env=env, ldconfig=ldconfig, ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),
                      workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig)

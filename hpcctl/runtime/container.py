@@ -3,18 +3,19 @@ SPANK plugin's step helper and for `hpcctl run`, so both get the same container 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
+from hpcctl.inject.layout import REMAP_ROOT_APT_CONF
+from hpcctl.inject.mpi import image_linkers
 from hpcctl.plugin.access import Identity
 from hpcctl.plugin.options import ContainerOptions
-from hpcctl.inject.mpi import image_linkers
 from hpcctl.runtime import image_facts
 from hpcctl.runtime.build import Image, StepFacts, build_plan
 from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.identity import identity_mounts
-from hpcctl.runtime.plan import MountPlan
+from hpcctl.runtime.plan import MountPlan, PlanMount
+from hpcctl.runtime.state import publish
 from hpcctl.site.config import SiteConfig
 
 
@@ -31,8 +32,17 @@ class Container:
                 "groups": list(self.who.groups), "cwd": self.cwd, "fallback_dir": self.fallback_dir}
 
 
-def _key(path: str) -> str:
-    return hashlib.sha256(path.encode()).hexdigest()[:16]
+APT_AS_ROOT = 'APT::Sandbox::User "root";\n'
+
+
+def remap_root_mounts(state_dir: str) -> list[PlanMount]:
+    """With --container-remap-root, apt keeps its downloads as (mapped) root: dropping to _apt cannot succeed in a
+    user namespace that maps one id, and apt checks that it did. Given through APT_CONFIG (a file apt reads after
+    its own), so the image's /etc stays as it is."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = publish(state_dir, "apt-remap-root.conf", APT_AS_ROOT)
+    return [PlanMount(path, REMAP_ROOT_APT_CONF, readonly=True, create="file",
+                      why="--container-remap-root: apt's downloads stay root in the user namespace")]
 
 
 def read_image(site: SiteConfig, image: Image, options: ContainerOptions, who: Identity) -> ImageFacts:
@@ -47,8 +57,7 @@ def build_container(site: SiteConfig, image: Image, options: ContainerOptions, s
     the same user and image); ``upper``: a persistent overlay upper directory (named containers)."""
     who = step.who
     facts = read_image(site, image, options, who)
-    identity = [] if options.remap_root else identity_mounts(
-        facts, who.uid, who.gid, who.groups,
-        os.path.join(state_dir, f"identity-{who.uid}-{_key(image.path)}"))
-    plan = build_plan(site, image, options, step, facts, upper=upper, extra=identity)
+    extra = remap_root_mounts(state_dir) if options.remap_root else identity_mounts(facts, who.uid, who.gid,
+                                                                                      who.groups, state_dir)
+    plan = build_plan(site, image, options, step, facts, upper=upper, extra=extra)
     return Container(plan, who, step.cwd, (image.config or {}).get("WorkingDir") or "/")

@@ -8,11 +8,13 @@ node (never into the cached image) and bound read-only over the image's.
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 
 from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import PlanMount
+from hpcctl.runtime.state import publish
 
 
 def _fields(line: str) -> list[str]:
@@ -50,30 +52,23 @@ def group_text(image_text: str, user: str, gids: list[int]) -> str:
     return "".join(":".join(fields) + "\n" for fields in lines)
 
 
-def _write(directory: str, name: str, text: str) -> str:
-    """``directory``/``name`` replaced atomically; the temporary file is new (O_EXCL) and never a link."""
-    path = os.path.join(directory, name)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def identity_mounts(facts: ImageFacts, uid: int, gid: int, groups: tuple[int, ...],
-                    directory: str) -> list[PlanMount]:
-    """Write passwd and group for the user, from the image's (``facts``), into ``directory`` (root-only, made
-    here); the mounts that put them in the container. Nothing for root, or for a uid the node does not know."""
+                    state_dir: str) -> list[PlanMount]:
+    """passwd and group for the user, from the image's (``facts``), published under ``state_dir`` (root-only) in a
+    directory named by their content; the mounts that put them in the container. Nothing for root, or for a uid
+    the node does not know."""
     if uid == 0:
         return []
     try:
         user = pwd.getpwuid(uid)
     except KeyError:
         return []
+    passwd_data = passwd_text(facts.passwd, user)
+    group_data = group_text(facts.group, user.pw_name, [gid, *groups])
+    key = hashlib.sha256(f"{passwd_data}\0{group_data}".encode()).hexdigest()[:16]
+    directory = os.path.join(state_dir, f"identity-{uid}-{key}")
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    passwd = _write(directory, "passwd", passwd_text(facts.passwd, user))
-    group = _write(directory, "group", group_text(facts.group, user.pw_name, [gid, *groups]))
     why = "the image's entries plus the job's user"
-    return [PlanMount(passwd, "/etc/passwd", readonly=True, create="file", why=why),
-            PlanMount(group, "/etc/group", readonly=True, create="file", why=why)]
+    return [PlanMount(publish(directory, "passwd", passwd_data), "/etc/passwd", readonly=True, create="file",
+                      why=why),
+            PlanMount(publish(directory, "group", group_data), "/etc/group", readonly=True, create="file", why=why)]

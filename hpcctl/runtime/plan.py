@@ -43,6 +43,7 @@ class EnvOp:
 class MountPlan:
     image: str  # path of the squashfs (or directory) used as the container's root
     image_user_file: bool = False  # the user named it: opened with the user's rights
+    owner_idmap: bool = False  # the image's root-owned files appear owned by the job's user (id-mapped lower)
     mounts: list[PlanMount] = field(default_factory=list)
     env: list[EnvOp] = field(default_factory=list)
     ldconfig: bool = False  # rebuild the container's linker cache (as the job's user; bound over /etc/ld.so.cache)
@@ -56,7 +57,7 @@ class MountPlan:
     ldconfig_bin: str = "/sbin/ldconfig"  # the host's (static) ldconfig, run inside the container
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "image_user_file": self.image_user_file,
+        return {"image": self.image, "image_user_file": self.image_user_file, "owner_idmap": self.owner_idmap,
                 "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig,
                 "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,
                 "writable": self.writable, "upper": self.upper, "staging": self.staging, "workdir": self.workdir,

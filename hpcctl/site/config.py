@@ -163,6 +163,8 @@ class PluginDefaults:
     mount_home: bool = True
     entrypoint: bool = False
     writable: bool = True
+    # host files every container sees read-only at the same path (as enroot's mounts): name resolution
+    host_files: tuple[str, ...] = ("/etc/hosts", "/etc/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,8 @@ def from_located(doc: Located) -> SiteConfig:
         path=doc.file, cluster=raw["cluster"], description=raw.get("description", ""),
         slurm=SlurmPaths(**sub("slurm")), cache=cache, registries=registries,
         mounts=tuple(Mount.from_dict(m) for m in raw.get("mounts") or ()), user_mounts=user_mounts,
-        environment=environment, mpi=mpi, gpu=gpu, partitions=partitions, plugin=PluginDefaults(**sub("plugin")),
+        environment=environment, mpi=mpi, gpu=gpu, partitions=partitions,
+        plugin=PluginDefaults(**{**sub("plugin"), **_tuple(sub("plugin"), "host_files")}),
         templates_dir=sub("templates").get("dir"), raw=raw)
 
 

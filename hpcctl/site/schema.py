@@ -148,6 +148,9 @@ SITE_SCHEMA: dict = {
                 "mount_home": {"type": "boolean"},
                 "entrypoint": {"type": "boolean"},
                 "writable": {"type": "boolean"},
+                "host_files": {"type": "array", "items": ABS_PATH,
+                               "description": "host files bound read-only at the same path in every container "
+                                              "(default: /etc/hosts, /etc/resolv.conf)"},
             },
         },
         "templates": {

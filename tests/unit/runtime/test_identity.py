@@ -33,4 +33,15 @@ def test_root_gets_the_image_files_unchanged(tmp_path):
     me = os.getuid() if os.getuid() else pwd.getpwnam("nobody").pw_uid
     mounts = identity_mounts(ImageFacts(), me, 0, (), str(tmp_path / "out"))
     assert [(m.target, m.readonly) for m in mounts] == [("/etc/passwd", True), ("/etc/group", True)]
-    assert pwd.getpwuid(me).pw_name in (tmp_path / "out" / "passwd").read_text()
+    assert pwd.getpwuid(me).pw_name in open(mounts[0].source).read()
+
+
+def test_published_files_are_never_replaced(tmp_path):
+    """Steps starting together get the same files, and none is swapped under another's mount."""
+    me = pwd.getpwnam("nobody").pw_uid
+    first = identity_mounts(ImageFacts(passwd="a:x:5:5::/:/bin/sh\n"), me, 0, (), str(tmp_path))
+    inode = os.stat(first[0].source).st_ino
+    again = identity_mounts(ImageFacts(passwd="a:x:5:5::/:/bin/sh\n"), me, 0, (), str(tmp_path))
+    assert again == first and os.stat(first[0].source).st_ino == inode
+    other = identity_mounts(ImageFacts(passwd="b:x:6:6::/:/bin/sh\n"), me, 0, (), str(tmp_path))
+    assert other[0].source != first[0].source
