@@ -35,6 +35,24 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
          "s390x": "s390x", "riscv64": "riscv64"}
 
 
+
+MANIFEST_MAX_BYTES = 4 << 20
+TOKEN_MAX_BYTES = 1 << 20
+
+
+def bounded_body(resp: requests.Response, limit: int) -> bytes | None:
+    """The body of a streamed response, read only up to ``limit`` bytes; None when it is longer (a registry's
+    claims are not trusted, so nothing is read past what a valid answer can need)."""
+    chunks, size = [], 0
+    for chunk in resp.iter_content(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            resp.close()
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def host_platform() -> tuple[str, str]:
     return "linux", _ARCH.get(platform.machine(), platform.machine())
 
@@ -164,7 +182,8 @@ class Registry:
         while True:
             self.requests += 1
             try:
-                resp = self.session.get(realm, params=query, headers=headers, timeout=self.settings.timeout_s)
+                resp = self.session.get(realm, params=query, headers=headers, timeout=self.settings.timeout_s,
+                                        stream=True)
             except requests.RequestException as exc:
                 if attempt >= self.settings.retries:
                     raise RegistryUnreachable(f"cannot reach the token service {realm}: {_reason(exc)}",
@@ -181,7 +200,13 @@ class Registry:
             raise self._denied(base)
         if resp.status_code != 200:
             raise RegistryError(f"token service {realm} answered HTTP {resp.status_code}")
-        body = resp.json()
+        raw = bounded_body(resp, TOKEN_MAX_BYTES)
+        try:
+            body = json.loads(raw) if raw is not None else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise RegistryError(f"token service {realm} sent no valid token reply (not JSON, or over 1 MiB)")
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(f"token service {realm} sent no token")
@@ -228,7 +253,8 @@ class Registry:
     def get_manifest_bytes(self, reference: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of a manifest or index; checked against ``reference`` when it is a digest."""
         def call(base):
-            resp = self._request("GET", f"manifests/{reference}", {"Accept": ", ".join(MANIFEST_TYPES)}, base=base)
+            resp = self._request("GET", f"manifests/{reference}", {"Accept": ", ".join(MANIFEST_TYPES)}, stream=True,
+                                 base=base)
             with resp:
                 if resp.status_code == 404:
                     raise self._not_found(f"{self.ref.repository}:{reference}" if ":" not in reference
@@ -236,8 +262,8 @@ class Registry:
                 if resp.status_code != 200:
                     raise RegistryError(f"registry {self.ref.registry} answered HTTP {resp.status_code} "
                                         f"for manifest {self.ref.repository}:{reference}")
-                body = resp.content
-            if len(body) > 4 << 20:
+                body = bounded_body(resp, MANIFEST_MAX_BYTES)
+            if body is None:
                 raise RegistryError(f"manifest of {self.ref.repository} is larger than 4 MiB")
             digest = sha256_digest(body)
             if reference.startswith("sha256:") and digest != reference:

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from fake_registry import DOCKER_MANIFEST, SMALL, push
+from fake_registry import DOCKER_MANIFEST, SMALL, digest_of, push
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
-from hpcctl.image.errors import AuthDenied, DigestMismatch, RegistryUnreachable
+from hpcctl.image.errors import AuthDenied, DigestMismatch, RegistryError, RegistryUnreachable
 from hpcctl.image.reference import parse
 from hpcctl.image.registry import Registry, RegistryConfigView, _backoff
 from image_layers import e
@@ -206,3 +206,16 @@ def test_a_registry_claiming_a_cached_private_digest_does_not_unlock_it(fake_reg
         assert api.ensure(f"{evil.host}/corp/private:v1", claimed).digest == digest
     finally:
         evil.stop()
+
+
+def test_a_huge_manifest_is_refused_without_being_read(fake_registry, site):
+    """A registry's answer is read only as far as a valid one can go (the root helper runs under a memory cap)."""
+    import resource
+
+    body = b" " * (192 << 20)
+    for ref in ("v1", digest_of(body)):
+        fake_registry.manifests[("test/huge", ref)] = (DOCKER_MANIFEST, body)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RegistryError, match="larger than 4 MiB"):
+        api.ensure(f"{fake_registry.host}/test/huge:v1", site)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 << 10  # KiB
