@@ -27,11 +27,13 @@ def image(work):
 
 @pytest.fixture(scope="module")
 def entrypoint_image(sandbox):
-    """busybox whose entrypoint prints a line, then runs the command."""
+    """busybox whose entrypoint prints a line and exports ENTRYPOINT_RAN=yes, then runs the command (in the plugin,
+    as in pyxis, the command sees the export; the line shows only with --container-entrypoint-log)."""
     repo = "hpcctl/plugin-entrypoint"
-    push_busybox_variant(sandbox.registry, repo, "v1", [],
-                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; exec "$@"', "entrypoint"])
-    return f"{sandbox.registry}/{repo}:v1"
+    push_busybox_variant(sandbox.registry, repo, "v2", [],
+                         entrypoint=["/bin/sh", "-c", 'echo entrypoint-ran; export ENTRYPOINT_RAN=yes; exec "$@"',
+                                     "entrypoint"])
+    return f"{sandbox.registry}/{repo}:v2"
 
 
 def build_image(dest: Path) -> Path:
@@ -66,7 +68,7 @@ def srun(sandbox, *args: str, cwd=None, env=None, timeout: float = 120):
 
 
 def push_busybox_variant(registry: str, repo: str, tag: str, env: list[str],
-                         entrypoint: list[str] | None = None) -> str:
+                         entrypoint: list[str] | None = None, workdir: str = "/") -> str:
     """Push the sandbox's busybox layers under ``repo:tag`` with another config; returns the manifest digest."""
     from hpcctl.sandbox.oci_push import Pusher, build_layer, image_config
     from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, busybox_tree
@@ -74,7 +76,8 @@ def push_busybox_variant(registry: str, repo: str, tag: str, env: list[str],
     root = busybox_tree()
     layers = [build_layer(root, LAYER_DIR / "busybox-bin.tar.gz", ["./bin"]),
               build_layer(root, LAYER_DIR / "busybox-rest.tar.gz", ["."], excludes=["./bin", "./.complete"])]
-    return Pusher(registry).push_image(repo, tag, layers, image_config([PATH_ENV, *env], ["/bin/sh"], entrypoint))
+    return Pusher(registry).push_image(repo, tag, layers, image_config([PATH_ENV, *env], ["/bin/sh"], entrypoint,
+                                                                        workdir))
 
 
 def job_across_a_retag(sandbox, work: Path, repo: str, script: str, *sbatch_args: str) -> tuple[str, str]:

@@ -78,12 +78,13 @@ def test_remap_root_from_the_environment(sandbox, work, image, env, args, expect
 
 
 @pytest.mark.parametrize("env, args, expected", [
-    ({"PYXIS_CONTAINER_ENTRYPOINT": "1"}, [], ["entrypoint-ran", "task"]),
+    ({"PYXIS_CONTAINER_ENTRYPOINT": "1"}, [], ["task", "yes"]),
     ({"PYXIS_CONTAINER_ENTRYPOINT": "0"}, [], ["task"]),
-    ({"PYXIS_CONTAINER_ENTRYPOINT": "0"}, ["--container-entrypoint"], ["entrypoint-ran", "task"]),
+    ({"PYXIS_CONTAINER_ENTRYPOINT": "0"}, ["--container-entrypoint"], ["task", "yes"]),
 ])
 def test_entrypoint_from_the_environment(sandbox, work, entrypoint_image, env, args, expected):
-    code, out, err = run(sandbox, work, env, f"--container-image={entrypoint_image}", *args, "echo", "task")
+    code, out, err = run(sandbox, work, env, f"--container-image={entrypoint_image}", *args, "sh", "-c",
+                         "echo task $ENTRYPOINT_RAN")
     assert (code, out.split()) == (0, expected), err
 
 

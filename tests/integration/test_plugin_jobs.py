@@ -177,8 +177,8 @@ def data(sandbox, work):
               "--container-readonly"],
      "pwd; grep -c ' /home/hpcuser ' /proc/self/mounts; id -u; touch /tmp/x 2>/dev/null || echo read-only",
      ["/opt/suid", "0", "0", "read-only"]),
-    ("entrypoint", ["--container-entrypoint"], "echo script", ["entrypoint-ran", "script"]),
-    ("entrypoint", ["--no-container-entrypoint"], "echo script", ["script"]),
+    ("entrypoint", ["--container-entrypoint"], "echo script $ENTRYPOINT_RAN", ["script yes"]),
+    ("entrypoint", ["--no-container-entrypoint"], "echo script $ENTRYPOINT_RAN", ["script "]),
     ("busybox", ["--container-env=HPCCTL_TEST_IMAGE"], "echo $HPCCTL_TEST_IMAGE", ["host"]),
 ])
 def test_sbatch_with_each_option(sandbox, image, data, entrypoint_image, which, options, script, expected):

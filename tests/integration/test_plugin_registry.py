@@ -20,9 +20,10 @@ def test_registry_image_with_its_environment(sandbox, work):
 
 def test_entrypoint_runs_only_when_asked(sandbox, work, entrypoint_image):
     image = f"--container-image={entrypoint_image}"
-    r = srun(sandbox, image, NO_MPI, "--container-entrypoint", "echo", "task", cwd=work)
-    assert r.stdout.split() == ["entrypoint-ran", "task"], r.stderr
-    r = srun(sandbox, image, NO_MPI, "--no-container-entrypoint", "echo", "task", cwd=work)
+    show = ["sh", "-c", "echo task $ENTRYPOINT_RAN"]
+    r = srun(sandbox, image, NO_MPI, "--container-entrypoint", *show, cwd=work)
+    assert r.stdout.split() == ["task", "yes"], r.stderr
+    r = srun(sandbox, image, NO_MPI, "--no-container-entrypoint", *show, cwd=work)
     assert r.stdout.split() == ["task"], r.stderr
 
 
