@@ -171,6 +171,7 @@ static void record_holder(int dirfd)
 }
 
 #define HOLD_WAIT_S 30
+#define SETUP_SECONDS 120 /* the holder's mounts and linker cache, after the core made the plan */
 
 /* A shared flock on the image's use file (cache gc then leaves the image), waiting at most HOLD_WAIT_S. */
 static int hold_shared(int fd)
@@ -233,12 +234,14 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
         sh->state = 2;
         _exit(1);
     }
+    alarm(SETUP_SECONDS); /* whatever the image or the user's paths do, the setup ends: SIGALRM kills the holder */
     int joined = json_is_object(join) ? join_running(join, plan.cwd, &sh->cwd_missing, sh->error,
                                                      sizeof(sh->error)) : 1;
     if (joined < 0 || (joined == 1 && plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error)))) {
         sh->state = 2;
         _exit(1);
     }
+    alarm(0);
     if (joined == 1)
         record_holder(dirfd);
     sh->holder = (int)getpid();
@@ -294,6 +297,13 @@ int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg)
     return 0;
 }
 
+/* What the core's reply says for the tasks besides the plan: pyxis' --container-workdir and entrypoint log, and
+ * whether the step found its named container running in another step. */
+static struct {
+    const char *workdir; /* "" when not given */
+    int entrypoint_log, joined;
+} task = {.workdir = ""};
+
 /* Wait for the holder, then take the plan it used: the environment and working directory are applied per task. */
 static int await_container(void)
 {
@@ -315,6 +325,10 @@ static int await_container(void)
     st.have_plan = 1;
     st.remap_root = json_is_true(json_object_get(reply, "remap_root"));
     st.fallback_dir = json_string_value(json_object_get(reply, "fallback_dir"));
+    if (json_is_string(json_object_get(reply, "workdir")))
+        task.workdir = json_string_value(json_object_get(reply, "workdir"));
+    task.entrypoint_log = json_is_true(json_object_get(reply, "entrypoint_log"));
+    task.joined = json_is_object(json_object_get(reply, "join"));
     return 0;
 }
 
@@ -356,37 +370,280 @@ static int task_unset(void *ctx, const char *name)
     return 0;
 }
 
-/* The task runs `entrypoint... argv...`; PATH is the container's (from the task environment). */
-static void exec_entrypoint(spank_t sp)
+/*
+ * The task's working directory, as pyxis picks it: --container-workdir, which must exist; else the image's WORKDIR
+ * (enroot's rc script does cd "${WORKDIR:-/}"); else, in a container made for this step, the submit directory where
+ * the container has it (hpcctl's default where pyxis starts in /); else /. The notice is the step's, printed once.
+ */
+static int enter_workdir(spank_t sp, uint32_t rank, int local)
 {
-    int argc = 0;
-    char **argv = NULL, **env = NULL, path[8192], candidate[4096];
-    spank_get_item(sp, S_JOB_ARGV, &argc, &argv);
-    spank_get_item(sp, S_JOB_ENV, &env);
+    const char *image_dir = st.fallback_dir && strcmp(st.fallback_dir, "/") != 0 ? st.fallback_dir : NULL;
+    const char *dir = task.workdir[0] ? task.workdir : image_dir;
+    if (dir && chdir(dir) == 0)
+        return spank_setenv(sp, "PWD", dir, 1) == ESPANK_SUCCESS ? 0 : -1;
+    if (task.workdir[0]) {
+        if (local == 0)
+            fprintf(stderr, "hpcctl: error: cannot change to --container-workdir %s: %s (choose a directory that "
+                    "exists in the image, or mount one there with --container-mounts)\n", dir, strerror(errno));
+        return -1;
+    }
+    int missing = image_dir || st.shared->cwd_missing;
+    if (!missing && !task.joined)
+        return 0; /* slurmstepd has the task in the submit directory */
+    if (missing && rank == 0)
+        fprintf(stderr, "hpcctl: the %s %s does not exist in the container; running in / (mount it with "
+                "--container-mounts or choose one with --container-workdir)\n",
+                image_dir ? "image's WORKDIR" : "working directory", image_dir ? image_dir : st.plan.cwd);
+    if (chdir("/")) {
+        fprintf(stderr, "hpcctl: error: cannot change to / in the container: %s\n", strerror(errno));
+        return -1;
+    }
+    return spank_setenv(sp, "PWD", "/", 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+/*
+ * The image's entrypoint, with pyxis' meaning: it runs once per node and step, in the first task that gets here, as
+ * `ENTRYPOINT... sh -c 'kill -STOP $$'` with the container's own environment (the plan's operations on the
+ * --container-env names the host sets and on what enroot passes in, TERM and HOME), its output shown only with
+ * --container-entrypoint-log. Every task then takes the environment and the working directory it left: the
+ * container's values win, but for --container-env's names; the host's other variables stay.
+ */
+struct entrypoint_result {
+    int owner;      /* pid of the task that runs it; 0 until one does */
+    int state;      /* 0: running, 1: done, 2: failed */
+    size_t env_len; /* data: the environment (NUL-separated), then the working directory */
+    char data[];
+};
+
+/* The result lives in the shared mapping, after the core's reply, so the node's tasks find it at the same place. */
+static struct entrypoint_result *entrypoint_slot(size_t *room)
+{
+    size_t used = (sizeof(*st.shared) + strlen(st.shared->reply) + 1 + 63) & ~(size_t)63;
+    size_t need = used + sizeof(struct entrypoint_result);
+    *room = need < SHARED_SIZE ? SHARED_SIZE - need : 0;
+    return *room ? (struct entrypoint_result *)((char *)st.shared + used) : NULL;
+}
+
+static const char *process_get(void *ctx, const char *name, char *buf, size_t len)
+{
+    (void)ctx, (void)buf, (void)len;
+    return getenv(name);
+}
+
+static int process_set(void *ctx, const char *name, const char *value)
+{
+    (void)ctx;
+    return setenv(name, value, 1);
+}
+
+static int process_unset(void *ctx, const char *name)
+{
+    (void)ctx;
+    return unsetenv(name);
+}
+
+/* Pass the task's value of NAME (its first LEN bytes) on to this process's fresh environment, when it has one. */
+static void pass_on(spank_t sp, const char *name, size_t len)
+{
+    char *var = strndup(name, len), *value = var ? opts_getenv(sp, var) : NULL;
+    if (value && *value)
+        setenv(var, value, 1);
+    free(value);
+    free(var);
+}
+
+/* In the child: the entrypoint's environment, then exec; output to LOG. Never returns. */
+static void entrypoint_child(spank_t sp, int log)
+{
+    static const char *const enroot_passes[] = {"TERM", "HOME"};
+    const char *keep = opts_value(OPT_ENV);
+    sigset_t none;
+    sigemptyset(&none);
+    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
+        sigprocmask(SIG_SETMASK, &none, NULL) || clearenv())
+        _exit(126);
+    for (size_t i = 0; i < sizeof(enroot_passes) / sizeof(*enroot_passes); i++)
+        pass_on(sp, enroot_passes[i], strlen(enroot_passes[i]));
+    for (const char *p = keep; p && *p; p += strcspn(p, ","), p += *p == ',')
+        pass_on(sp, p, strcspn(p, ","));
+    struct env_ops ops = {process_get, process_set, process_unset, NULL};
     size_t n = 0;
     while (st.plan.entrypoint[n])
         n++;
-    char **args = calloc(n + (size_t)argc + 1, sizeof(char *));
-    if (!args)
-        return;
-    for (size_t i = 0; i < n; i++)
-        args[i] = (char *)st.plan.entrypoint[i];
-    for (int i = 0; i < argc; i++)
-        args[n + (size_t)i] = argv[i];
-    const char *prog = args[0];
-    if (!strchr(prog, '/') && spank_getenv(sp, "PATH", path, sizeof(path)) == ESPANK_SUCCESS) {
-        for (char *save = NULL, *dir = strtok_r(path, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-            snprintf(candidate, sizeof(candidate), "%s/%s", dir, prog);
-            if (access(candidate, X_OK) == 0) {
-                prog = candidate;
-                break;
-            }
-        }
+    const char **argv = calloc(n + 4, sizeof(char *));
+    if (!argv || plan_apply_env(&st.plan, &ops))
+        _exit(126);
+    memcpy(argv, st.plan.entrypoint, n * sizeof(char *));
+    argv[n] = "sh", argv[n + 1] = "-c", argv[n + 2] = "kill -STOP $$ ; exit 0";
+    execvp(argv[0], (char **)argv);
+    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    _exit(127);
+}
+
+/* The whole of a /proc file, NUL-terminated, any length; LEN: its length. malloc'd, or NULL. */
+static char *read_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t n = 1;
+    *len = 0;
+    while (fd >= 0 && n > 0) {
+        char *grown = *len < cap ? buf : realloc(buf, (cap = cap ? cap * 2 : 4096) + 1);
+        if (!grown)
+            break;
+        buf = grown;
+        if ((n = read(fd, buf + *len, cap - *len)) > 0)
+            *len += (size_t)n;
     }
-    execve(prog, args, env);
-    fprintf(stderr, "hpcctl: error: cannot run the image's entrypoint %s: %s (run without "
-            "--container-entrypoint)\n", st.plan.entrypoint[0], strerror(errno));
-    _exit(126);
+    if (fd >= 0)
+        close(fd);
+    if (n != 0) {
+        free(buf);
+        return NULL;
+    }
+    buf[*len] = '\0';
+    return buf;
+}
+
+/* Where a /proc link points, any length; malloc'd, or NULL. */
+static char *read_link(const char *path)
+{
+    for (size_t cap = 256; cap <= (1u << 20); cap *= 2) {
+        char *buf = malloc(cap);
+        ssize_t n = buf ? readlink(path, buf, cap) : -1;
+        if (n >= 0 && (size_t)n < cap) {
+            buf[n] = '\0';
+            return buf;
+        }
+        free(buf);
+        if (n < 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+/* Keep the environment and working directory of the stopped entrypoint process PID. */
+static int entrypoint_keep(pid_t pid, struct entrypoint_result *r, size_t room)
+{
+    char path[64];
+    size_t env_len = 0;
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    char *env = read_file(path, &env_len);
+    snprintf(path, sizeof(path), "/proc/%d/cwd", (int)pid);
+    char *cwd = read_link(path);
+    if (env && env_len && env[env_len - 1] != '\0')
+        env_len++; /* its last variable's end, which read_file added */
+    int ok = env && cwd && env_len + strlen(cwd) + 1 <= room;
+    if (ok) {
+        memcpy(r->data, env, env_len);
+        strcpy(r->data + env_len, cwd);
+        r->env_len = env_len;
+    }
+    free(env);
+    free(cwd);
+    return ok ? 0 : -1;
+}
+
+static void print_log(int log)
+{
+    char buf[4096];
+    ssize_t n;
+    lseek(log, 0, SEEK_SET);
+    while ((n = read(log, buf, sizeof(buf))) > 0)
+        if (write(STDERR_FILENO, buf, (size_t)n) != n)
+            break;
+}
+
+/* Run the entrypoint until it stops itself where the command would start, and keep what it left in R. */
+static int entrypoint_run(spank_t sp, struct entrypoint_result *r, size_t room, char *err, size_t errlen)
+{
+    int log = memfd_create("hpcctl-entrypoint", MFD_CLOEXEC), status = 0;
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+    sigaction(SIGCHLD, &dfl, &old); /* a stop is reported to waitpid only while SIGCHLD is not ignored */
+    pid_t pid = log < 0 ? -1 : fork();
+    if (pid == 0)
+        entrypoint_child(sp, log);
+    while (pid > 0 && waitpid(pid, &status, WUNTRACED) < 0 && errno == EINTR)
+        ;
+    int stopped = pid > 0 && WIFSTOPPED(status), kept = stopped && entrypoint_keep(pid, r, room) == 0;
+    if (stopped) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    sigaction(SIGCHLD, &old, NULL);
+    if (log >= 0 && (task.entrypoint_log || !stopped))
+        print_log(log);
+    if (log >= 0)
+        close(log);
+    if (pid < 0)
+        snprintf(err, errlen, "cannot start the image's entrypoint: %s", strerror(errno));
+    else if (!stopped)
+        snprintf(err, errlen, "the image's entrypoint %s %s %d before running the command (its output is above; "
+                 "run with --no-container-entrypoint if it does not run its arguments)", st.plan.entrypoint[0],
+                 WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    else if (!kept)
+        snprintf(err, errlen, "cannot keep the environment the image's entrypoint left (more than %zu bytes?)", room);
+    return kept ? 0 : -1;
+}
+
+/* The node's other tasks wait for the one running the entrypoint, as long as it lives. */
+static int entrypoint_wait(struct entrypoint_result *r)
+{
+    struct timespec tick = {0, 2 * 1000 * 1000};
+    while (__atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == 0) {
+        int owner = __atomic_load_n(&r->owner, __ATOMIC_ACQUIRE);
+        if (kill(owner, 0) && errno == ESRCH && __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == 0)
+            return -1;
+        nanosleep(&tick, NULL);
+    }
+    return __atomic_load_n(&r->state, __ATOMIC_ACQUIRE) == 1 ? 0 : -1;
+}
+
+/* Take what the entrypoint left: its variables (but for --container-env's names the task has), its directory. */
+static int entrypoint_apply(spank_t sp, const struct entrypoint_result *r)
+{
+    for (const char *var = r->data; var < r->data + r->env_len; var += strlen(var) + 1) {
+        const char *eq = strchr(var, '=');
+        char *name = eq && eq != var ? strndup(var, (size_t)(eq - var)) : NULL;
+        if (name)
+            spank_setenv(sp, name, eq + 1, !opts_env_listed(name, strlen(name)));
+        free(name);
+    }
+    const char *cwd = r->data + r->env_len;
+    if (task.workdir[0])
+        return 0;
+    if (chdir(cwd)) {
+        fprintf(stderr, "hpcctl: error: cannot change to %s, where the image's entrypoint left: %s\n", cwd,
+                strerror(errno));
+        return -1;
+    }
+    return spank_setenv(sp, "PWD", cwd, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
+static int entrypoint(spank_t sp)
+{
+    char err[1024];
+    size_t room = 0;
+    struct entrypoint_result *r = entrypoint_slot(&room);
+    int nobody = 0;
+    if (!r) {
+        fprintf(stderr, "hpcctl: error: no room to run the image's entrypoint (the mount plan is too large)\n");
+        return -1;
+    }
+    if (__atomic_compare_exchange_n(&r->owner, &nobody, (int)getpid(), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        int rc = entrypoint_run(sp, r, room, err, sizeof(err));
+        __atomic_store_n(&r->state, rc ? 2 : 1, __ATOMIC_RELEASE);
+        if (rc) {
+            fprintf(stderr, "hpcctl: error: %s\n", err);
+            return -1;
+        }
+    } else if (entrypoint_wait(r)) {
+        return -1; /* the task that ran it said why */
+    }
+    return entrypoint_apply(sp, r);
 }
 
 int ctx_remote_task_init(spank_t sp)
@@ -411,20 +668,8 @@ int ctx_remote_task_init(spank_t sp)
     if (rank == 0)
         for (size_t i = 0; st.plan.notes[i]; i++)
             fprintf(stderr, "hpcctl: %s\n", st.plan.notes[i]);
-    const char *dir = st.plan.workdir[0] ? st.plan.workdir : NULL;
-    if (!dir && st.shared->cwd_missing) {
-        dir = st.fallback_dir ? st.fallback_dir : "/";
-        if (rank == 0)
-            fprintf(stderr, "hpcctl: the working directory %s does not exist in the container; running in %s "
-                    "(mount it with --container-mounts or choose one with --container-workdir)\n", st.plan.cwd,
-                    dir);
-    }
-    if (dir && chdir(dir)) {
-        fprintf(stderr, "hpcctl: error: cannot change to %s in the container: %s\n", dir, strerror(errno));
+    if (enter_workdir(sp, rank, local))
         _exit(1);
-    }
-    if (dir)
-        spank_setenv(sp, "PWD", dir, 1);
     if (st.remap_root && plan_remap_root(st.plan.uid, st.plan.gid, err, sizeof(err))) {
         fprintf(stderr, "hpcctl: error: %s\n", err);
         _exit(1);
@@ -433,8 +678,8 @@ int ctx_remote_task_init(spank_t sp)
         fprintf(stderr, "hpcctl: error: cannot install the task's seccomp filter: %s\n", strerror(errno));
         _exit(1);
     }
-    if (st.plan.entrypoint[0])
-        exec_entrypoint(sp);
+    if (st.plan.entrypoint[0] && entrypoint(sp))
+        _exit(1);
     return 0;
 }
 

@@ -208,12 +208,17 @@ static int open_image(const struct plan *p, char *err, size_t errlen)
 {
     if (p->image_user_file && user_fs_begin(p))
         FAIL("cannot take the user's groups: %s", strerror(errno));
-    int fd = open(p->image, O_RDONLY | O_CLOEXEC);
+    int fd = open(p->image, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     int saved = errno;
     if (p->image_user_file)
         user_fs_end();
     if (fd < 0)
         FAIL("cannot open image %s: %s", p->image, strerror(saved));
+    struct stat st;
+    if (fstat(fd, &st) || !(S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+        close(fd);
+        FAIL("image %s is neither a squashfs file nor a directory", p->image);
+    }
     return fd;
 }
 
@@ -453,9 +458,11 @@ static int build_ldcache(const struct plan *p, int binary, int workdir, int etc,
             close(src);
         FAIL("ldconfig left no usable linker cache");
     }
-    int dst = openat(etc, "ld.so.cache", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (dst < 0 && unlinkat(etc, "ld.so.cache", 0) == 0)
-        dst = openat(etc, "ld.so.cache", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    /* the image's own ld.so.cache may be a link, a FIFO or a device: replaced by a new file, never opened */
+    struct stat old;
+    if (fstatat(etc, "ld.so.cache", &old, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(old.st_mode))
+        unlinkat(etc, "ld.so.cache", 0);
+    int dst = openat(etc, "ld.so.cache", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
     int rc = dst < 0 ? -1 : 0;
     char buf[65536];
     for (ssize_t got; rc == 0 && (got = read(src, buf, sizeof(buf))) != 0;)

@@ -150,9 +150,11 @@ def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:
 
 
 def _pmix(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
-    for path, why in pmix_dirs(site, step):
+    """The application directory lies in the node's world-writable TmpFS, where a user can plant a link under its
+    name before the step: it is the user's, opened with their rights and without following links."""
+    for index, (path, why) in enumerate(pmix_dirs(site, step)):
         if os.path.isdir(path):
-            out.mounts.append(PlanMount(path, path, readonly=False, create="dir", why=why))
+            out.mounts.append(PlanMount(path, path, readonly=False, create="dir", as_user=index == 1, why=why))
         else:
             out.notes.append(f"{path} not present: bound only when the step runs under srun --mpi=pmix")
     for server, client in PMIX_ENV_MAP.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import struct
 import subprocess
 import tempfile
@@ -59,9 +60,13 @@ def _as_user(who: Identity):
 
 
 def open_image_file(path: str, who: Identity) -> int:
-    """A read-only fd of a squashfs file the user named, opened with the user's rights."""
+    """A read-only fd of a squashfs file, opened with ``who``'s rights; never blocks (a FIFO is refused)."""
     with _as_user(who):
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
 
 
 def _loop_device(image_fd: int) -> int:
@@ -129,6 +134,8 @@ def read(path: str, who: Identity, work: Callable[[], object], what: str, scratc
     or a root directory; ``scratch``: a root-only directory to mount on (in the child's namespace only);
     ``user_file``: ``path`` is the user's, opened with their rights (a cached image is opened as root)."""
     if os.path.isdir(path):
+        if user_file:  # the user's tree is entered with their rights, after the child became them
+            return confined.run(lambda: (os.chdir(path), work())[1], who, what, seconds)
         return confined.run(work, who, what, seconds, prepare=lambda: os.chdir(path))
     if os.geteuid() != 0:
         return _read_with_squashfuse(path, who, work, what, seconds)

@@ -20,8 +20,8 @@ def check_source(source: str, policy: UserMountPolicy, real: str | None = None) 
         raise HpcctlError("--container-mounts: this site does not allow user mounts",
                           "ask your admins, or copy the data into a directory the site mounts")
     real = real or os.path.realpath(source)
-    for prefix in policy.deny_prefixes:
-        if _under(real, prefix) or _under(source, prefix):
+    for prefix in policy.deny_prefixes:  # a parent of a denied path would show it too (binds are recursive)
+        if _under(real, prefix) or _under(source, prefix) or _under(prefix, real):
             shown = source if real == source else f"{source} (= {real})"
             raise HpcctlError(f"--container-mounts: {shown} is under {prefix}, which this site does not let "
                               "users mount", "mount a directory outside the denied prefixes")
