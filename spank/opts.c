@@ -2,6 +2,7 @@
 #include "opts.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,10 +10,12 @@
 /* name in JSON and in environment variables (upper-cased), e.g. mount_home -> HPCCTL_CONTAINER_MOUNT_HOME */
 static const char *const keys[OPT_COUNT] = {
     "image", "mounts", "workdir", "name", "env", "mount_home", "remap_root", "entrypoint", "writable", "mpi",
-    "readonly",
+    "readonly", "entrypoint_log", "save", "unshare",
 };
 
 static char *values[OPT_COUNT];
+static char *env_host;  /* on a node: the --container-env names the job's environment has, comma-separated */
+static int conflict = -1; /* a flag given both ways on the command line (pyxis refuses it) */
 
 /* val encodes the option and, for flags, the value: id * 4 + (0: argument, 1: flag on, 2: flag off) */
 static int opt_set(int val, const char *optarg, int remote)
@@ -21,8 +24,11 @@ static int opt_set(int val, const char *optarg, int remote)
     (void)remote;
     if (id < 0 || id >= OPT_COUNT)
         return -1;
+    const char *value = kind == 0 ? (optarg ? optarg : "") : (kind == 1 ? "1" : "0");
+    if (kind != 0 && values[id] && strcmp(values[id], value) != 0 && conflict < 0)
+        conflict = id; /* reported by the core, in one line with the fix */
     free(values[id]);
-    values[id] = strdup(kind == 0 ? (optarg ? optarg : "") : (kind == 1 ? "1" : "0"));
+    values[id] = strdup(value);
     return values[id] ? 0 : -1;
 }
 
@@ -61,6 +67,12 @@ static struct spank_option options[] = {
      opt_set},
     {"container-mpi", "NAME|none", "[hpcctl] host MPI to inject (a flavour of the site config; default: the site's)",
      1, ARG(OPT_MPI), opt_set},
+    {"container-entrypoint-log", NULL, "[hpcctl] print the output of the image's entrypoint", 0,
+     ON(OPT_ENTRYPOINT_LOG), opt_set},
+    {"container-save", "PATH", "[hpcctl] pyxis' option to save the container as a squashfs file: not supported yet",
+     1, ARG(OPT_SAVE), opt_set},
+    {"container-unshare", "NS[,NS...]", "[hpcctl] pyxis' option to unshare namespaces: not supported yet", 1,
+     ARG(OPT_UNSHARE), opt_set},
     SPANK_OPTIONS_TABLE_END
 };
 
@@ -74,17 +86,51 @@ int opts_register(spank_t sp)
     return 0;
 }
 
-static const char *lookup(spank_t sp, const char *name, char *buf, size_t len)
+char *opts_getenv(spank_t sp, const char *name)
 {
-    if (spank_remote(sp))
-        return spank_getenv(sp, name, buf, (int)len) == ESPANK_SUCCESS ? buf : NULL;
-    return getenv(name);
+    if (!spank_remote(sp)) {
+        const char *value = getenv(name);
+        return value ? strdup(value) : NULL;
+    }
+    for (size_t len = 256; len <= INT_MAX; len *= 2) {
+        char *buf = malloc(len);
+        spank_err_t rc = buf ? spank_getenv(sp, name, buf, (int)len) : ESPANK_ERROR;
+        if (rc == ESPANK_SUCCESS)
+            return buf;
+        free(buf);
+        if (rc != ESPANK_NOSPACE)
+            return NULL;
+    }
+    return NULL;
+}
+
+int opts_env_listed(const char *name, size_t len)
+{
+    for (const char *p = values[OPT_ENV]; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+            return 1;
+    return 0;
+}
+
+/* The --container-env names the job's environment has: the others keep the image's value (pyxis' environ()). */
+static char *names_on_host(spank_t sp, const char *names)
+{
+    char *out = calloc(1, strlen(names) + 1), probe;
+    for (const char *p = names; out && *p; p += strcspn(p, ","), p += *p == ',') {
+        size_t len = strcspn(p, ",");
+        char *name = strndup(p, len);
+        spank_err_t rc = name ? spank_getenv(sp, name, &probe, 1) : ESPANK_ERROR;
+        if (rc == ESPANK_SUCCESS || rc == ESPANK_NOSPACE)
+            strncat(strcat(out, *out ? "," : ""), p, len);
+        free(name);
+    }
+    return out;
 }
 
 void opts_from_environment(spank_t sp)
 {
     static const char *const prefixes[] = {"HPCCTL_CONTAINER_", "PYXIS_CONTAINER_"};
-    char name[64], buf[4096];
+    char name[64];
     for (int id = 0; id < OPT_COUNT; id++) {
         /* as in pyxis: ..._READONLY counts only when neither the command line nor ..._WRITABLE decided */
         if (values[id] || (id == OPT_READONLY && values[OPT_WRITABLE]))
@@ -93,10 +139,16 @@ void opts_from_environment(spank_t sp)
             int n = snprintf(name, sizeof(name), "%s%s", prefixes[p], keys[id]);
             for (int i = (int)strlen(prefixes[p]); i < n; i++)
                 name[i] = (char)toupper((unsigned char)name[i]);
-            const char *v = lookup(sp, name, buf, sizeof(buf));
+            char *v = opts_getenv(sp, name);
             if (v && *v)
-                values[id] = strdup(v);
+                values[id] = v;
+            else
+                free(v);
         }
+    }
+    if (spank_remote(sp) && values[OPT_ENV]) {
+        free(env_host);
+        env_host = names_on_host(sp, values[OPT_ENV]);
     }
 }
 
@@ -116,5 +168,9 @@ json_t *opts_to_json(void)
     for (int id = 0; id < OPT_COUNT; id++)
         if (values[id])
             json_object_set_new(obj, keys[id], json_string(values[id]));
+    if (env_host)
+        json_object_set_new(obj, "env_host", json_string(env_host));
+    if (conflict >= 0)
+        json_object_set_new(obj, "conflict", json_string(keys[conflict]));
     return obj;
 }

@@ -9,6 +9,7 @@ enum hpcctl_opt {
     OPT_IMAGE, OPT_MOUNTS, OPT_WORKDIR, OPT_NAME, OPT_ENV,
     OPT_MOUNT_HOME, OPT_REMAP_ROOT, OPT_ENTRYPOINT, OPT_WRITABLE, OPT_MPI,
     OPT_READONLY, /* only from the environment (pyxis' PYXIS_CONTAINER_READONLY); --container-readonly sets WRITABLE */
+    OPT_ENTRYPOINT_LOG, OPT_SAVE, OPT_UNSHARE,
     OPT_COUNT
 };
 
@@ -19,7 +20,12 @@ void opts_from_environment(spank_t sp);
 /* True when any option asks for a container. */
 int opts_container_requested(void);
 const char *opts_value(enum hpcctl_opt id);
-/* {"image": "...", "mount_home": "1", ...}: only the options that are set, as the user wrote them. */
+/* Whether NAME is one of --container-env's names (LEN: its length, as NAME need not end there). */
+int opts_env_listed(const char *name, size_t len);
+/* A variable of the job's environment when remote (the process's otherwise), any length; malloc'd, or NULL. */
+char *opts_getenv(spank_t sp, const char *name);
+/* {"image": "...", "mount_home": "1", ...}: only the options that are set, as the user wrote them; on a node also
+ * "env_host" (the --container-env names the job's environment has); "conflict": a flag given both ways. */
 json_t *opts_to_json(void);
 
 #endif

@@ -1,8 +1,9 @@
 """The container's environment: image ENV, then the site's rules, then the user's --container-env.
 
-The task starts from the job's environment; these operations change it in order. Slurm's own variables
+The task starts from the job's environment; these operations change it in order. As in pyxis, the host's locale
+(LANG, LANGUAGE, LC_ALL: pyxis' container_deny_env) is dropped first, so the image's applies. Slurm's own variables
 (SLURM_*, PMI*, PMIX*, CUDA_VISIBLE_DEVICES) always survive, and names the user lists in --container-env keep
-their host values.
+their host values (the plugin lists only the names the host has: the others keep the image's value).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hpcctl.runtime.plan import EnvOp
 from hpcctl.site.config import EnvRules
 
 PROTECTED = re.compile(r"SLURM_.*|SLURMD_.*|PMI.*|PMIX.*|OMPI_MCA_orte_.*|CUDA_VISIBLE_DEVICES")
+HOST_LOCALE = ("LANG", "LANGUAGE", "LC_ALL")
 
 
 def image_env(config: Mapping | None) -> dict[str, str]:
@@ -33,7 +35,8 @@ def compose(image: Mapping[str, str], site: EnvRules, keep: Iterable[str], extra
     def allowed(name: str) -> bool:
         return name not in keep and not PROTECTED.fullmatch(name)
 
-    ops = [EnvOp("set", n, v, "image ENV") for n, v in image.items() if allowed(n)]
+    ops = [EnvOp("unset", n, "", "the host's locale, as pyxis drops it") for n in HOST_LOCALE if n not in keep]
+    ops += [EnvOp("set", n, v, "image ENV") for n, v in image.items() if allowed(n)]
     ops += [EnvOp("set", n, v, "site environment.set") for n, v in site.set.items() if n not in keep]
     ops += [EnvOp("prepend", n, v, "site environment.prepend") for n, v in site.prepend.items() if n not in keep]
     ops += [EnvOp("append", n, v, "site environment.append") for n, v in site.append.items() if n not in keep]

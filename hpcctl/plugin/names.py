@@ -1,5 +1,8 @@
 """Named containers (--container-name=NAME[:MODE]): the overlay's upper directory and the image are kept on the
-node for later steps of the same job, and removed by the job epilog."""
+node for later steps of the same job, and removed by the job epilog.
+
+As in pyxis, an unnamed container is named after its job and step (JOBID.STEPID): other steps can join it while it
+runs; once its step ended it no longer exists under that name (pyxis removes it with the step)."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ class Named:
 
 
 HOLDER = "holder"  # "<pid> <starttime>" of the process that keeps the running container's mount namespace
+UNNAMED = "unnamed"  # marks the record of an unnamed container, which lasts only while its step runs
 
 
 def running(directory: str) -> dict | None:
@@ -45,9 +49,27 @@ def running(directory: str) -> dict | None:
     return {"pid": int(pid), "start": start} if len(fields) > 19 and fields[19] == start else None
 
 
+def _tasks_inside(holder: int) -> bool:
+    """Whether a process other than the holder is in the holder's mount namespace: a step's tasks."""
+    try:
+        namespace = os.readlink(f"/proc/{holder}/ns/mnt")
+    except OSError:
+        return False
+    for pid in (int(entry) for entry in os.listdir("/proc") if entry.isdigit()):
+        try:
+            if pid != holder and os.readlink(f"/proc/{pid}/ns/mnt") == namespace:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _still_running(directory: str, grace_s: float = 2.0) -> bool:
     """Running, and not just a step that ended: its holder leaves when its slurmstepd does, shortly after srun
-    returned."""
+    returned. A holder with tasks beside it answers at once."""
+    live = running(directory)
+    if live and _tasks_inside(live["pid"]):
+        return True
     deadline = time.monotonic() + grace_s
     while running(directory):
         if time.monotonic() > deadline:
@@ -56,23 +78,39 @@ def _still_running(directory: str, grace_s: float = 2.0) -> bool:
     return False
 
 
+def _directory(site: SiteConfig, job_id: str, node: str, uid: int, name: str) -> str:
+    return os.path.join(job_dir(site, job_id), node, f"{uid}-{name}")
+
+
 def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: str) -> Named:
-    directory = os.path.join(job_dir(site, job_id), node, f"{uid}-{name}")
+    directory = _directory(site, job_id, node, uid, name)
     meta = os.path.join(directory, "image.json")
+    if os.path.exists(os.path.join(directory, UNNAMED)) and not _still_running(directory):
+        shutil.rmtree(directory, ignore_errors=True)
     if mode == "create" and _still_running(directory):
         raise HpcctlError(f"--container-name: '{name}' is running in another step of this job on {node}",
                           f"join it with --container-name={name}:exec, or choose another name")
+    if mode == "exec" and not _still_running(directory):
+        raise HpcctlError(f"--container-name: '{name}' is not running in this job on {node}",
+                          f"start it in another step first, or drop :exec to start it from its kept state")
     if mode == "create" and os.path.isdir(directory):
         shutil.rmtree(directory)
     if not os.path.exists(meta):
-        if mode in ("exec", "no_exec"):
-            raise HpcctlError(f"--container-name: no container '{name}' in this job on {node}",
-                              "create it first with --container-name=NAME and --container-image=IMAGE")
         return Named(directory, None)
     with open(meta) as fh:
         data = json.load(fh)
     return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {},
                                   hold=data.get("hold")))
+
+
+def unnamed(site: SiteConfig, job_id: str, step_id: str, node: str, uid: int, image: Image) -> str:
+    """Record the step's unnamed container as JOBID.STEPID; returns the directory its holder records itself in."""
+    named = Named(_directory(site, job_id, node, uid, f"{int(job_id)}.{int(step_id)}"), None)
+    os.makedirs(named.directory, mode=0o700, exist_ok=True)
+    with open(os.path.join(named.directory, UNNAMED), "w"):
+        pass
+    remember(named, image)
+    return named.directory
 
 
 def remember(named: Named, image: Image) -> None:

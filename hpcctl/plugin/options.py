@@ -39,10 +39,11 @@ class ContainerOptions:
     workdir: str | None = None
     name: str | None = None
     name_mode: str = "auto"
-    env: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # on a node: only the names the job's environment has (the others keep the image's)
     mount_home: bool | None = None  # None: the site default
     remap_root: bool = False
     entrypoint: bool | None = None
+    entrypoint_log: bool = False
     writable: bool | None = None
     mpi: str | None = None
 
@@ -88,16 +89,35 @@ def parse_image(value: str, cwd: str) -> str:
     return image
 
 
+def _mount_fields(item: str, value: str) -> tuple[str, str, set[str]]:
+    """pyxis' SRC[:DST[:FLAGS]]: no part may be empty but FLAGS."""
+    fields = item.split(":")
+    if len(fields) > 3:
+        raise HpcctlError(f"--container-mounts: '{item}' has too many ':'", "write SRC:DST[:FLAGS]")
+    if not item:
+        raise HpcctlError(f"--container-mounts: '{value}' has an empty entry", "separate mounts with single commas")
+    if not all(fields[:2]):
+        raise HpcctlError(f"--container-mounts: '{item}' has an empty source or destination",
+                          "write SRC[:DST[:FLAGS]]")
+    target = fields[1] if len(fields) > 1 else fields[0]
+    return fields[0], target, set(fields[2].split("+")) if len(fields) == 3 and fields[2] else set()
+
+
+def _mount_source(source: str, item: str, cwd: str) -> str:
+    if source == "tmpfs":
+        return source
+    if source.startswith(("/", ".")):
+        return _absolute(source, cwd)
+    raise HpcctlError(f"--container-mounts: source '{source}' in '{item}' is not a path",
+                      "write an absolute path, a path starting with ./, or tmpfs")
+
+
 def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
+    if not value:
+        raise HpcctlError("--container-mounts is empty", "write SRC[:DST[:FLAGS]][,SRC:DST...]")
     mounts = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        fields = item.split(":")
-        if len(fields) > 3:
-            raise HpcctlError(f"--container-mounts: '{item}' has too many ':'", "write SRC:DST[:FLAGS]")
-        source, target = fields[0], fields[1] if len(fields) > 1 and fields[1] else fields[0]
-        flags = set(fields[2].split("+")) if len(fields) == 3 and fields[2] else set()
+    for item in value.split(","):
+        source, target, flags = _mount_fields(item, value)
         unknown = sorted(flags - MOUNT_FLAGS)
         if unknown:
             raise HpcctlError(f"--container-mounts: unknown flag '{unknown[0]}' in '{item}'",
@@ -107,14 +127,9 @@ def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
         if not target.startswith("/"):
             raise HpcctlError(f"--container-mounts: destination '{target}' in '{item}' is not absolute",
                               "write the path inside the container starting with /")
-        if source != "tmpfs":
-            if source.startswith("/") or source.startswith("."):
-                source = _absolute(source, cwd)
-            else:
-                raise HpcctlError(f"--container-mounts: source '{source}' in '{item}' is not a path",
-                                  "write an absolute path, a path starting with ./, or tmpfs")
         create = next((f.split("=", 1)[1] for f in flags if f.startswith("x-create=")), "auto")
-        mounts.append(UserMount(source, os.path.normpath(target), readonly="ro" in flags, create=create))
+        mounts.append(UserMount(_mount_source(source, item, cwd), os.path.normpath(target),
+                                readonly="ro" in flags, create=create))
     return tuple(mounts)
 
 
@@ -130,36 +145,72 @@ def parse_name(value: str) -> tuple[str, str]:
 
 
 def parse_env(value: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    """pyxis' NAME[,NAME...]: every name a variable name, no empty one."""
+    if not value:
+        raise HpcctlError("--container-env is empty", "list names such as HOME,MY_VAR separated by single commas")
+    names = tuple(value.split(","))
     for name in names:
         if not _ENV_NAME.fullmatch(name):
-            raise HpcctlError(f"--container-env: '{name}' is not a variable name",
-                              "list names such as HOME,MY_VAR separated by commas")
+            shown = f"'{name}' is not a variable name" if name else f"'{value}' has an empty name"
+            raise HpcctlError(f"--container-env: {shown}", "list names such as HOME,MY_VAR separated by single commas")
     return names
 
 
-def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
-    """``raw``: the shim's {option: string} (only the options that were set)."""
-    unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "mount_home", "remap_root", "entrypoint",
-                          "writable", "readonly", "mpi"}
+def parse_workdir(value: str) -> str:
+    """pyxis changes to the directory right after joining the container, so a relative one starts at its root."""
+    if not value:
+        raise HpcctlError("--container-workdir is empty", "name a directory in the container, e.g. /workspace")
+    return os.path.normpath(os.path.join("/", value))
+
+
+_BOTH_WAYS = {"mount_home": ("--container-mount-home", "--no-container-mount-home"),
+              "remap_root": ("--container-remap-root", "--no-container-remap-root"),
+              "entrypoint": ("--container-entrypoint", "--no-container-entrypoint"),
+              "writable": ("--container-writable", "--container-readonly")}
+_NOT_YET = {"save": "--container-save", "unshare": "--container-unshare"}
+
+
+def _refuse(raw: dict) -> None:
+    """What pyxis refuses before it starts, and what hpcctl does not do yet."""
+    unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "env_host", "mount_home", "remap_root",
+                          "entrypoint", "entrypoint_log", "writable", "readonly", "mpi", "conflict", *_NOT_YET}
     if unknown:
         raise HpcctlError(f"unknown container option '{sorted(unknown)[0]}'", "update the hpcctl plugin")
+    if raw.get("conflict") in _BOTH_WAYS:
+        on, off = _BOTH_WAYS[raw["conflict"]]
+        raise HpcctlError(f"{on} and {off} were both given", "keep one of them")
+    for key, option in _NOT_YET.items():
+        if key in raw:
+            variable = f"PYXIS_{option[2:].upper().replace('-', '_')}"
+            raise HpcctlError(f"{option} is not supported yet by hpcctl", f"drop the option or unset {variable}")
+
+
+def _kept(raw: dict) -> tuple[str, ...]:
+    """--container-env's names; on a node (``env_host``: those the job's environment has), only those, so that a
+    name the host lacks keeps the image's value, as in pyxis' environ() hook."""
+    names = parse_env(raw["env"])
+    if "env_host" not in raw:
+        return names
+    host = set(raw["env_host"].split(","))
+    return tuple(n for n in names if n in host)
+
+
+def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
+    """``raw``: the shim's {option: string} (only the options that were set), plus on a node ``env_host`` and, for a
+    flag given both ways, ``conflict``."""
+    _refuse(raw)
     values: dict = {}
     if "image" in raw:
         values["image"] = parse_image(raw["image"], cwd)
     if "mounts" in raw:
         values["mounts"] = parse_mounts(raw["mounts"], cwd)
     if "workdir" in raw:
-        workdir = raw["workdir"].strip()
-        if not workdir.startswith("/"):
-            raise HpcctlError(f"--container-workdir: '{workdir}' is not an absolute path",
-                              "write the directory inside the container starting with /")
-        values["workdir"] = os.path.normpath(workdir)
+        values["workdir"] = parse_workdir(raw["workdir"])
     if "name" in raw:
         values["name"], values["name_mode"] = parse_name(raw["name"].strip())
     if "env" in raw:
-        values["env"] = parse_env(raw["env"])
-    for key in ("mount_home", "remap_root", "entrypoint", "writable"):
+        values["env"] = _kept(raw)
+    for key in ("mount_home", "remap_root", "entrypoint", "entrypoint_log", "writable"):
         if key in raw:
             values[key] = _flag(key, raw[key])
     if "readonly" in raw and "writable" not in raw:  # PYXIS_CONTAINER_READONLY, the inverse of ..._WRITABLE
@@ -168,8 +219,7 @@ def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
         values["mpi"] = raw["mpi"].strip() or None
     options = ContainerOptions(**values)
     if not options.image and not options.name:
-        given = ", ".join(f"--container-{k.replace('_', '-')}" for k in sorted(raw))
+        given = ", ".join(f"--container-{k.replace('_', '-')}" for k in sorted(set(raw) - {"env_host"}))
         raise HpcctlError(f"{given} given without --container-image",
                           "add --container-image=IMAGE (or --container-name of a container made earlier in the job)")
     return options
-

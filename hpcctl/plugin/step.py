@@ -66,7 +66,12 @@ def handle(request: dict, site: SiteConfig) -> dict:
     live = names.running(named.directory) if named else None
     join = live if opts.name_mode in ("auto", "exec") else None
     return {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold,
-            "named_dir": named.directory if named and not live else None, "join": join}
+            "named_dir": (None if live else named.directory) if named else names.unnamed(
+                site, job["jobid"], job["stepid"], here, who.uid, image),
+            "join": join,
+            # pyxis' --container-workdir: the task changes there and fails when it is missing, nothing creates it
+            "plan": {**container.plan.to_dict(), "workdir": ""}, "workdir": opts.workdir or "",
+            "entrypoint_log": opts.entrypoint_log}
 
 
 if __name__ == "__main__":

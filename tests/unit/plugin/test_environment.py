@@ -13,4 +13,11 @@ def test_order_and_protection():
     assert ("set", "PATH") in names and names.index(("set", "PATH")) < names.index(("prepend", "PATH"))
     assert not any(n in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES", "PMIX_RANK") for _, n in names)
     assert not any(n == "KEEP" for _, n in names)
-    assert names.index(("set", "LANG")) < names.index(("unset", "LANG"))
+    assert names.index(("set", "LANG")) < len(names) - 1 - names[::-1].index(("unset", "LANG"))  # the site's
+
+
+def test_host_locale_is_dropped_before_the_image_sets_its_own_unless_kept():
+    ops = compose(image_env({"Env": ["LANG=C.UTF-8"]}), EnvRules(), keep=["LC_ALL"])
+    names = [(op.op, op.name) for op in ops]
+    assert names[:3] == [("unset", "LANG"), ("unset", "LANGUAGE"), ("set", "LANG")]
+    assert ("unset", "LC_ALL") not in names

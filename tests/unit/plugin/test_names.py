@@ -1,8 +1,12 @@
-"""What the job epilog removes: the job's named containers and identity files on the node."""
+"""Named containers on the node: what the job epilog removes, which holder runs, unnamed containers as JOBID.STEPID."""
 
 import os
 
+import pytest
+
+from hpcctl.errors import HpcctlError
 from hpcctl.plugin import names
+from hpcctl.runtime.build import Image
 from hpcctl.site.config import load_site
 
 
@@ -31,3 +35,30 @@ def test_running_is_the_recorded_process_only_while_it_lives(tmp_path):
     (tmp_path / "holder").write_text("not a holder\n")
     assert names.running(str(tmp_path)) is None
     assert names.running(str(tmp_path / "never-ran")) is None
+
+
+def _image():
+    return Image(path="/cache/img.sqsh", reference="reg/img@sha256:" + "0" * 64)
+
+
+def test_unnamed_container_is_found_as_jobid_stepid_only_while_it_runs(tmp_path, monkeypatch):
+    site = load_site("site-configs/sandbox.yaml")
+    monkeypatch.setattr(names, "job_dir", lambda _site, job_id: str(tmp_path / job_id))
+    directory = names.unnamed(site, "7", "3", "n1", 2001, _image())
+    assert directory == str(tmp_path / "7" / "n1" / "2001-7.3")
+    me = os.getpid()
+    (tmp_path / "7" / "n1" / "2001-7.3" / "holder").write_text(f"{me} {_start_time(me)}\n")
+    monkeypatch.setattr(names, "_tasks_inside", lambda _pid: True)
+    assert names.find(site, "7", "n1", 2001, "7.3", "exec").image.path == "/cache/img.sqsh"
+    (tmp_path / "7" / "n1" / "2001-7.3" / "holder").write_text(f"{me} 1\n")  # its step ended
+    found = names.find(site, "7", "n1", 2001, "7.3", "auto")
+    assert found.image is None and not os.path.exists(directory)
+
+
+def test_exec_needs_a_running_container(tmp_path, monkeypatch):
+    site = load_site("site-configs/sandbox.yaml")
+    monkeypatch.setattr(names, "job_dir", lambda _site, job_id: str(tmp_path / job_id))
+    names.remember(names.Named(str(tmp_path / "7" / "n1" / "2001-kept"), None), _image())
+    with pytest.raises(HpcctlError, match="'kept' is not running in this job on n1"):
+        names.find(site, "7", "n1", 2001, "kept", "exec")
+    assert names.find(site, "7", "n1", 2001, "kept", "no_exec").image.path == "/cache/img.sqsh"

@@ -21,7 +21,18 @@ def test_pyxis_image_forms():
     ({"image": "x", "mounts": "/a:/b:bogus"}, "unknown flag 'bogus'"),
     ({"image": "x", "mounts": "/a:/b:ro+rw"}, "is both ro and rw"),
     ({"image": "x", "mounts": "a:/b"}, "source 'a' in 'a:/b' is not a path"),
-    ({"image": "x", "workdir": "rel"}, "--container-workdir: 'rel' is not an absolute path"),
+    ({"image": "x", "workdir": ""}, "--container-workdir is empty"),
+    ({"image": "x", "env": ""}, "--container-env is empty"),
+    ({"image": "x", "env": "FOO,"}, "--container-env: 'FOO,' has an empty name"),
+    ({"image": "x", "env": "A, B"}, "--container-env: ' B' is not a variable name"),
+    ({"image": "x", "mounts": ""}, "--container-mounts is empty"),
+    ({"image": "x", "mounts": "/tmp:"}, "--container-mounts: '/tmp:' has an empty source or destination"),
+    ({"image": "x", "mounts": ":"}, "--container-mounts: ':' has an empty source or destination"),
+    ({"image": "x", "mounts": "/a:/a,,/b"}, "--container-mounts: '/a:/a,,/b' has an empty entry"),
+    ({"image": "x", "conflict": "writable"}, "--container-writable and --container-readonly were both given"),
+    ({"image": "x", "save": "/s.sqsh"}, "--container-save is not supported yet by hpcctl"),
+    ({"image": "x", "unshare": "net"}, "--container-unshare is not supported yet by hpcctl (drop the option or "
+                                       "unset PYXIS_CONTAINER_UNSHARE)"),
     ({"image": "x", "name": "bad name"}, "--container-name: 'bad name' is not a valid name"),
     ({"image": "x", "name": "n:sometimes"}, "--container-name: unknown mode 'sometimes'"),
     ({"image": "x", "env": "OK,1BAD"}, "--container-env: '1BAD' is not a variable name"),
@@ -43,9 +54,20 @@ def test_mounts_flags_and_defaults():
 
 def test_flags_and_name():
     opts = options.parse({"image": "x", "mount_home": "0", "writable": "1", "entrypoint": "true",
-                          "name": "build:no_exec", "env": "A, B"})
+                          "name": "build:no_exec", "env": "A,B", "entrypoint_log": "1"})
     assert (opts.mount_home, opts.writable, opts.entrypoint) == (False, True, True)
-    assert (opts.name, opts.name_mode, opts.env) == ("build", "no_exec", ("A", "B"))
+    assert (opts.name, opts.name_mode, opts.env, opts.entrypoint_log) == ("build", "no_exec", ("A", "B"), True)
+
+
+@pytest.mark.parametrize("workdir, expected", [("/w/../x", "/x"), ("../", "/"), ("etc", "/etc")])
+def test_workdir_is_resolved_from_the_container_root_as_pyxis_does(workdir, expected):
+    assert options.parse({"image": "x", "workdir": workdir}).workdir == expected
+
+
+def test_container_env_on_a_node_keeps_only_the_names_the_host_has():
+    assert options.parse({"image": "x", "env": "A,B,C", "env_host": "C,A"}).env == ("A", "C")
+    assert options.parse({"image": "x", "env": "A,B", "env_host": ""}).env == ()
+    assert options.parse({"image": "x", "env": "A,B"}).env == ("A", "B")  # at submit: the names as written
 
 
 def test_pyxis_readonly_variable_is_the_inverse_of_writable():
