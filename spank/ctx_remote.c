@@ -379,8 +379,10 @@ static int enter_workdir(spank_t sp, uint32_t rank, int local)
 {
     const char *image_dir = st.fallback_dir && strcmp(st.fallback_dir, "/") != 0 ? st.fallback_dir : NULL;
     const char *dir = task.workdir[0] ? task.workdir : image_dir;
-    if (dir && chdir(dir) == 0)
-        return spank_setenv(sp, "PWD", dir, 1) == ESPANK_SUCCESS ? 0 : -1;
+    if (dir && chdir(dir) == 0) {
+        spank_setenv(sp, "PWD", dir, 1);
+        return 0;
+    }
     if (task.workdir[0]) {
         if (local == 0)
             fprintf(stderr, "hpcctl: error: cannot change to --container-workdir %s: %s (choose a directory that "
@@ -398,7 +400,8 @@ static int enter_workdir(spank_t sp, uint32_t rank, int local)
         fprintf(stderr, "hpcctl: error: cannot change to / in the container: %s\n", strerror(errno));
         return -1;
     }
-    return spank_setenv(sp, "PWD", "/", 1) == ESPANK_SUCCESS ? 0 : -1;
+    spank_setenv(sp, "PWD", "/", 1);
+    return 0;
 }
 
 /*
@@ -620,7 +623,8 @@ static int entrypoint_apply(spank_t sp, const struct entrypoint_result *r)
                 strerror(errno));
         return -1;
     }
-    return spank_setenv(sp, "PWD", cwd, 1) == ESPANK_SUCCESS ? 0 : -1;
+    spank_setenv(sp, "PWD", cwd, 1);
+    return 0;
 }
 
 static int entrypoint(spank_t sp)

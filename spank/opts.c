@@ -21,12 +21,13 @@ static int conflict = -1; /* a flag given both ways on the command line (pyxis r
 static int opt_set(int val, const char *optarg, int remote)
 {
     int id = val / 4, kind = val % 4;
-    (void)remote;
     if (id < 0 || id >= OPT_COUNT)
         return -1;
     const char *value = kind == 0 ? (optarg ? optarg : "") : (kind == 1 ? "1" : "0");
-    if (kind != 0 && values[id] && strcmp(values[id], value) != 0 && conflict < 0)
-        conflict = id; /* reported by the core, in one line with the fix */
+    /* on the command line only (reported by the core, in one line with the fix): a step also gets its job's
+     * options, which its own override */
+    if (!remote && kind != 0 && values[id] && strcmp(values[id], value) != 0 && conflict < 0)
+        conflict = id;
     free(values[id]);
     values[id] = strdup(value);
     return values[id] ? 0 : -1;
@@ -43,12 +44,14 @@ static struct spank_option options[] = {
     {"container-mounts", "SRC:DST[:FLAGS][,SRC:DST...]",
      "[hpcctl] bind mount(s) inside the container; FLAGS: ro, rw (joined with +); SRC may be tmpfs", 1,
      ARG(OPT_MOUNTS), opt_set},
-    {"container-workdir", "PATH", "[hpcctl] working directory inside the container", 1, ARG(OPT_WORKDIR), opt_set},
+    {"container-workdir", "PATH", "[hpcctl] working directory inside the container (default: the image's WORKDIR)",
+     1, ARG(OPT_WORKDIR), opt_set},
     {"container-name", "NAME[:MODE]",
      "[hpcctl] name the container to reuse it in later steps of the job; MODE: auto, create, exec, no_exec", 1,
      ARG(OPT_NAME), opt_set},
     {"container-env", "NAME[,NAME...]",
-     "[hpcctl] these host variables override the image's values", 1, ARG(OPT_ENV), opt_set},
+     "[hpcctl] these host variables override the image's values and reach the entrypoint (the others are set "
+     "after it, where the image sets none)", 1, ARG(OPT_ENV), opt_set},
     {"container-mount-home", NULL, "[hpcctl] bind the user's home directory into the container", 0,
      ON(OPT_MOUNT_HOME), opt_set},
     {"no-container-mount-home", NULL, "[hpcctl] do not bind the user's home directory", 0, OFF(OPT_MOUNT_HOME),
@@ -57,8 +60,8 @@ static struct spank_option options[] = {
      ON(OPT_REMAP_ROOT), opt_set},
     {"no-container-remap-root", NULL, "[hpcctl] keep the user's own uid inside the container", 0,
      OFF(OPT_REMAP_ROOT), opt_set},
-    {"container-entrypoint", NULL, "[hpcctl] run the image's entrypoint before the command", 0, ON(OPT_ENTRYPOINT),
-     opt_set},
+    {"container-entrypoint", NULL, "[hpcctl] run the image's entrypoint before the command, once per node", 0,
+     ON(OPT_ENTRYPOINT), opt_set},
     {"no-container-entrypoint", NULL, "[hpcctl] do not run the image's entrypoint", 0, OFF(OPT_ENTRYPOINT),
      opt_set},
     {"container-writable", NULL, "[hpcctl] make the container's root filesystem writable (tmpfs overlay)", 0,
