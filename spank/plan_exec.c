@@ -44,6 +44,35 @@ static const char **str_list(json_t *arr)
     return out;
 }
 
+/* The flags a plan mount carries beyond the defaults (see hpcctl/runtime/site_mounts.py). */
+static int mount_flags(struct plan_mount *m, json_t *flags, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        unsigned long propagation;
+    } propagations[] = {{"private", MS_PRIVATE}, {"rprivate", MS_PRIVATE}, {"slave", MS_SLAVE},
+                        {"rslave", MS_SLAVE}, {"shared", MS_SHARED}, {"rshared", MS_SHARED},
+                        {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE}};
+    size_t i;
+    json_t *flag;
+    json_array_foreach(flags, i, flag) {
+        const char *name = json_string_value(flag);
+        size_t known = 0, n = sizeof(propagations) / sizeof(propagations[0]);
+        if (!name)
+            FAIL("mount %s: a flag is not a string", m->target);
+        if (strcmp(name, "noexec") == 0)
+            m->noexec = 1, known = 1;
+        else if (strcmp(name, "bind") == 0)
+            m->recursive = 0, known = 1;
+        for (size_t j = 0; j < n && !known; j++)
+            if (strcmp(name, propagations[j].name) == 0)
+                m->propagation = propagations[j].propagation, known = 1;
+        if (!known)
+            FAIL("mount %s: unknown flag '%s'", m->target, name);
+    }
+    return 0;
+}
+
 int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof(*p));
@@ -78,8 +107,10 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
             .source = str(m, "source", ""), .target = str(m, "target", ""), .kind = str(m, "kind", "bind"),
             .create = str(m, "create", "auto"), .readonly = json_is_true(json_object_get(m, "readonly")),
             .as_user = json_is_true(json_object_get(m, "as_user")), .options = str(m, "options", ""),
-            .late = json_is_true(json_object_get(m, "late")),
+            .late = json_is_true(json_object_get(m, "late")), .recursive = 1, .propagation = MS_PRIVATE,
         };
+        if (mount_flags(&p->mounts[i], json_object_get(m, "flags"), err, errlen))
+            return -1;
         if (p->mounts[i].target[0] != '/')
             FAIL("mount target '%s' is not an absolute path", p->mounts[i].target);
     }
@@ -347,19 +378,20 @@ static int open_source(const struct plan *p, const struct plan_mount *m, char *e
                  strerror(pathfd < 0 ? saved : EACCES));
         }
     }
-    int tree = pathfd >= 0
-        ? open_tree(pathfd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH)
-        : open_tree(AT_FDCWD, m->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    unsigned clone = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (m->recursive ? AT_RECURSIVE : 0);
+    int tree = pathfd >= 0 ? open_tree(pathfd, "", clone | AT_EMPTY_PATH) : open_tree(AT_FDCWD, m->source, clone);
     int saved = errno;
     if (pathfd >= 0)
         close(pathfd);
     if (tree < 0)
         FAIL("cannot mount %s: %s", m->source, strerror(saved));
-    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID, .propagation = MS_PRIVATE};
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_NOSUID, .propagation = m->propagation};
     if (!is_kind(m, "dev"))
         attr.attr_set |= MOUNT_ATTR_NODEV;
     if (m->readonly)
         attr.attr_set |= MOUNT_ATTR_RDONLY;
+    if (m->noexec)
+        attr.attr_set |= MOUNT_ATTR_NOEXEC;
     if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr))) {
         saved = errno;
         close(tree);
@@ -496,7 +528,9 @@ static int under_bind(const struct plan *p, size_t i)
 
 static int mount_tmpfs(const struct plan_mount *m)
 {
-    return mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV, m->options[0] ? m->options : "mode=1777");
+    unsigned long flags = MS_NOSUID | MS_NODEV | (m->noexec ? MS_NOEXEC : 0);
+    return mount("tmpfs", m->target, "tmpfs", flags, m->options[0] ? m->options : "mode=1777") ||
+           (m->propagation != MS_PRIVATE && mount(NULL, m->target, NULL, m->propagation, NULL));
 }
 
 static int want_dir(const struct plan_mount *m, int tree)
@@ -533,8 +567,10 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     } while (0)
     if (unshare(CLONE_NEWNS))
         FAIL("cannot create a mount namespace: %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL))
-        FAIL("cannot make / private: %s", strerror(errno));
+    /* slave, as runc's default: the host's mount events still reach binds that ask for them (flag "slave"), and
+     * nothing mounted here goes back to the host */
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
+        FAIL("cannot make / a slave mount: %s", strerror(errno));
     if (mkdirs(p->staging) || mount("tmpfs", p->staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700"))
         FAIL("cannot mount a tmpfs on %s: %s", p->staging, strerror(errno));
     snprintf(lower, sizeof(lower), "%s/lower", p->staging);

@@ -14,6 +14,8 @@
 struct plan_mount {
     const char *source, *target, *kind, *create, *options;
     int readonly, as_user, late;
+    int noexec, recursive; /* flags "noexec" and "bind" (not recursive) */
+    unsigned long propagation; /* MS_PRIVATE (default), MS_SLAVE, MS_SHARED or MS_UNBINDABLE */
 };
 
 struct plan_env {

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from hpcctl.inject import Injection, StepInfo, plan_injections
 from hpcctl.inject.mpi import select
 from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.runtime.site_mounts import plan_mount
 from hpcctl.site.config import SiteConfig
 
 if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
@@ -32,15 +33,13 @@ class Explanation:
                 "ldconfig": self.ldconfig, "notes": self.notes}
 
 
-def site_entries(site: SiteConfig) -> Injection:
+def site_entries(site: SiteConfig, node: str) -> Injection:
     """What every container gets: the runtime's base mounts (private /dev, /proc, /sys), the site config's mounts
     and its environment rules."""
     from hpcctl.runtime.build import BASE_MOUNTS
 
     out = Injection(mounts=list(BASE_MOUNTS))
-    for m in site.mounts:
-        out.mounts.append(PlanMount(m.source, m.target, readonly=m.readonly,
-                                    why=m.why or "site mount (mounts:)"))
+    out.mounts += filter(None, (plan_mount(m, node, "site mount (mounts:)", "mounts") for m in site.mounts))
     rules = site.environment
     for op, values in (("set", rules.set), ("prepend", rules.prepend), ("append", rules.append)):
         out.env += [EnvOp(op, k, v, f"site environment.{op}") for k, v in values.items()]
@@ -55,7 +54,7 @@ def explain(site: SiteConfig, facts: ImageFacts, image: str, node: str, gpus: in
     flavour = select(site, mpi)
     step = StepInfo(node=node, job_id="<job>", step_id="<step>", uid=0, gid=0, gpus=tuple(range(gpus)),
                     mpi=mpi or (flavour.name if flavour else "none"))
-    base = site_entries(site)
+    base = site_entries(site, node)
     injected = plan_injections(site, step, facts, image_env)
     return Explanation(node, image, step.gpus, flavour.name if flavour else None,
                        base.mounts + injected.mounts, base.env + injected.env, injected.ldconfig, injected.notes)

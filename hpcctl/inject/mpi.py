@@ -19,6 +19,7 @@ from hpcctl.inject.injection import Injection
 from hpcctl.inject.layout import LIBDIR
 from hpcctl.inject.step import StepInfo
 from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.runtime.site_mounts import plan_mount
 from hpcctl.site.config import MpiFlavour, SiteConfig
 
 if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
@@ -125,20 +126,13 @@ def _check_glibc(facts: ImageFacts, flavour: MpiFlavour, host_files: list[str]) 
 
 
 def flavour_binds(site: SiteConfig, flavour: MpiFlavour, step: StepInfo, out: Injection) -> None:
-    """The flavour's extra binds; sources under /dev/ (fabric devices) are `dev` binds, so their device nodes open
-    on the container's private, nodev /dev."""
+    """The flavour's extra binds (fabric devices under /dev/ among them)."""
     for mount in flavour.binds:
-        source = mount.source.replace("%n", step.node)
-        if not os.path.exists(source):
-            if mount.optional:
-                out.notes.append(f"optional MPI bind {source} not on this node; skipped")
-                continue
-            raise HpcctlError(f"MPI flavour '{flavour.name}': bind source {source} does not exist on {step.node}",
-                              f"create it or mark it optional in {site.path}")
-        kind = "dev" if source.startswith("/dev/") else "bind"
-        out.mounts.append(PlanMount(source, mount.target.replace("%n", step.node), kind=kind,
-                                    readonly=mount.readonly, create="dir" if os.path.isdir(source) else "file",
-                                    why=mount.why or f"MPI '{flavour.name}' bind"))
+        planned = plan_mount(mount, step.node, f"MPI '{flavour.name}' bind", f"mpi.flavours.{flavour.name}.binds")
+        if planned:
+            out.mounts.append(planned)
+        else:
+            out.notes.append(f"optional MPI bind {mount.source.replace('%n', step.node)} not on this node; skipped")
 
 
 def pmix_dirs(site: SiteConfig, step: StepInfo) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from hpcctl.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
 from hpcctl.runtime.image_facts import ImageFacts
 from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.runtime.policy import check_source
+from hpcctl.runtime.site_mounts import plan_mount
 from hpcctl.site.config import SiteConfig
 
 # A fresh /dev (a tmpfs) with only the harmless host devices: the container never sees, nor creates files in, the
@@ -90,13 +91,7 @@ def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step:
 def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, facts: ImageFacts,
                upper: str = "", extra: Sequence[PlanMount] = ()) -> MountPlan:
     mounts = [*BASE_MOUNTS, *extra]
-    for m in site.mounts:
-        if m.optional and not os.path.exists(m.source):
-            continue
-        kind = "dev" if m.source.startswith("/dev/") else "bind"  # device nodes stay usable on the private /dev
-        mounts.append(PlanMount(m.source, m.target, kind=kind, readonly=m.readonly,
-                                create="file" if "file" in m.flags else "dir" if "dir" in m.flags else "auto",
-                                why=m.why or "site mount"))
+    mounts += filter(None, (plan_mount(m, step.node, "site mount", "mounts") for m in site.mounts))
     mounts += [PlanMount(path, path, readonly=True, create="file", why="host name resolution (plugin.host_files)")
                for path in site.plugin.host_files if os.path.exists(path)]
     if step.slurm_commands:

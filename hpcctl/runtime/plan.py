@@ -22,11 +22,12 @@ class PlanMount:
     why: str = ""
     as_user: bool = False  # a user's path: opened with the user's file-system ids, symlinks refused
     options: str = ""  # tmpfs mount options
+    flags: tuple[str, ...] = ()  # noexec, bind (not recursive), a propagation (private, slave, shared, unbindable)
     late: bool = False  # mounted after the container's linker cache is built (/proc, /sys: nothing root does on
     # image content may reach the host through them)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "flags": list(self.flags)}
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,10 @@ SITE_SCHEMA: dict = {
             "properties": {
                 "source": ABS_PATH,
                 "target": ABS_PATH,
-                "flags": {"type": "array", "items": {"enum": ["ro", "rw", "nosuid", "nodev", "noexec", "rbind",
-                                                              "private", "slave", "file", "dir"]}},
+                "flags": {"type": "array", "items": {"enum": ["ro", "rw", "nosuid", "nodev", "noexec", "rbind", "bind",
+                                                              "private", "rprivate", "slave", "rslave", "shared",
+                                                              "rshared", "unbindable", "runbindable", "file",
+                                                              "dir"]}},
                 "optional": {"type": "boolean", "description": "skip silently when the source is missing"},
                 "why": {"type": "string", "description": "shown by `hpcctl site explain`"},
             },

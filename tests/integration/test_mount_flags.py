@@ -1,0 +1,74 @@
+"""Every flag a site gives a mount reaches the mount the task sees (issue 12): checked in the container's
+/proc/self/mountinfo, through `hpcctl run`, which executes the plugin's plan code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+SANDBOX_SITE = Path("/etc/hpcctl/site.yaml")
+
+
+@pytest.fixture(scope="module")
+def sources():
+    """Host directories to mount, one shared mount among them (for propagation), one with a tmpfs inside."""
+    root = Path("/srv") / f"hpcctl-flags-{uuid.uuid4().hex[:8]}"
+    for name in ("noexec", "nested", "shared", "slave", "unbindable", "plain"):
+        (root / name).mkdir(parents=True)
+    (root / "nested" / "inner").mkdir()
+    mounted = [root / "nested" / "inner", root / "shared", root / "slave"]
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mounted[0])], check=True)
+    for path in mounted[1:]:
+        subprocess.run(["mount", "--bind", "--make-shared", str(path), str(path)], check=True)
+        subprocess.run(["mount", "--make-shared", str(path)], check=True)
+    yield root
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+    subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="module")
+def site(sources, tmp_path_factory):
+    doc = yaml.safe_load(SANDBOX_SITE.read_text())
+    doc["mounts"] = [*doc.get("mounts", []),
+                     {"source": f"{sources}/noexec", "target": "/m/noexec", "flags": ["noexec"]},
+                     {"source": f"{sources}/nested", "target": "/m/nested", "flags": ["bind"]},
+                     {"source": f"{sources}/nested", "target": "/m/rnested", "flags": ["rbind"]},
+                     {"source": f"{sources}/shared", "target": "/m/shared", "flags": ["shared"]},
+                     {"source": f"{sources}/slave", "target": "/m/slave", "flags": ["slave"]},
+                     {"source": f"{sources}/unbindable", "target": "/m/unbindable", "flags": ["unbindable"]},
+                     {"source": f"{sources}/plain", "target": "/m/plain"}]
+    path = tmp_path_factory.mktemp("flags") / "site.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def mountinfo(sandbox, site) -> dict[str, tuple[list[str], list[str]]]:
+    """{mount point: (mount options, optional fields)} inside the container."""
+    r = sandbox.run([sys.executable, "-m", "hpcctl", "--site", str(site), "run", "--mpi", "none",
+                     f"{sandbox.registry}/hpcctl/busybox:latest", "--", "cat", "/proc/self/mountinfo"],
+                    env={"SUDO_USER": sandbox.user}, check=True, timeout=120, cwd="/")
+    out = {}
+    for line in r.stdout.splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        out[fields[4]] = (fields[5].split(","), fields[6:dash])
+    return out
+
+
+def test_flags_reach_the_mounts(sandbox, site):
+    seen = mountinfo(sandbox, site)
+    assert "noexec" in seen["/m/noexec"][0] and "noexec" not in seen["/m/plain"][0]
+    assert {"nosuid", "nodev"} <= set(seen["/m/plain"][0])
+    assert "/m/rnested/inner" in seen and "/m/nested/inner" not in seen  # bind is not recursive, rbind is
+    assert any(f.startswith("shared:") for f in seen["/m/shared"][1])
+    assert any(f.startswith("master:") for f in seen["/m/slave"][1])
+    assert "unbindable" in seen["/m/unbindable"][1]
+    assert seen["/m/plain"][1] == []  # private by default
