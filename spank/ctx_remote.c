@@ -354,9 +354,21 @@ int ctx_remote_task_privileged(spank_t sp)
     return 0;
 }
 
-static const char *task_get(void *ctx, const char *name, char *buf, size_t len)
+/* A malloc'd copy of the task's variable NAME (NULL when unset), however long it is. */
+static char *task_get(void *ctx, const char *name)
 {
-    return spank_getenv((spank_t)ctx, name, buf, (int)len) == ESPANK_SUCCESS ? buf : NULL;
+    for (size_t len = 4096; len <= (64u << 20); len *= 4) {
+        char *buf = malloc(len);
+        if (!buf)
+            return NULL;
+        spank_err_t rc = spank_getenv((spank_t)ctx, name, buf, (int)len);
+        if (rc == ESPANK_SUCCESS)
+            return buf;
+        free(buf);
+        if (rc != ESPANK_NOSPACE)
+            return NULL;
+    }
+    return NULL;
 }
 
 static int task_set(void *ctx, const char *name, const char *value)
@@ -427,10 +439,11 @@ static struct entrypoint_result *entrypoint_slot(size_t *room)
     return *room ? (struct entrypoint_result *)((char *)st.shared + used) : NULL;
 }
 
-static const char *process_get(void *ctx, const char *name, char *buf, size_t len)
+static char *process_get(void *ctx, const char *name)
 {
-    (void)ctx, (void)buf, (void)len;
-    return getenv(name);
+    (void)ctx;
+    const char *value = getenv(name);
+    return value ? strdup(value) : NULL;
 }
 
 static int process_set(void *ctx, const char *name, const char *value)

@@ -1,7 +1,8 @@
 /*
  * hpcctl-exec: run a command in a container from a MountPlan without Slurm (`hpcctl run`, admins debugging a
  * site config, GPU checks). Usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]; needs root. PLAN.json is what
- * `hpcctl run --plan-only --json` prints. The command runs as the plan's uid/gid with no_new_privs, in the plan's
+ * `hpcctl run --plan-only --json` prints (hpcctl/runtime/container.schema.json); `hpcctl-exec --check PLAN.json`
+ * prints what it understood of one, and runs nothing. The command runs as the plan's uid/gid with no_new_privs, in the plan's
  * environment applied to this process's environment, in the plan's working directory as a job's task would.
  * Exit status: the command's; 125 when the container cannot be set up, 126 when the command cannot be run,
  * 127 when it is not found (as docker and the shell).
@@ -13,20 +14,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
 #include "id_filter.h"
 #include "plan_exec.h"
 
-static const char *env_get(void *ctx, const char *name, char *buf, size_t len)
+static char *env_get(void *ctx, const char *name)
 {
     (void)ctx;
     const char *v = getenv(name);
-    if (!v)
-        return NULL;
-    snprintf(buf, len, "%s", v);
-    return buf;
+    return v ? strdup(v) : NULL;
 }
 
 static int env_set(void *ctx, const char *name, const char *value)
@@ -71,12 +70,47 @@ static int change_dir(const struct plan *p, int cwd_missing)
     return 0;
 }
 
+static const char *propagation_name(unsigned long propagation)
+{
+    return propagation == MS_SLAVE ? "slave" : propagation == MS_SHARED ? "shared"
+           : propagation == MS_UNBINDABLE ? "unbindable" : "private";
+}
+
+/* --check: what the C side understood of a plan document, one line per item (tests compare it with the JSON). */
+static int check(const char *file)
+{
+    char err[1024];
+    struct plan p;
+    json_error_t jerr;
+    json_t *doc = json_load_file(file, 0, &jerr);
+    if (!doc)
+        return die(SETUP_FAILED, "cannot read the plan %s: %s", file, jerr.text);
+    if (plan_from_json(doc, &p, err, sizeof(err)))
+        return die(SETUP_FAILED, "%s", err);
+    printf("image %s user_file=%d owner_idmap=%d writable=%d ldconfig=%d uid=%u gid=%u groups=%zu\n", p.image,
+           p.image_user_file, p.owner_idmap, p.writable, p.ldconfig, (unsigned)p.uid, (unsigned)p.gid, p.ngroups);
+    for (size_t i = 0; i < p.nmounts; i++) {
+        const struct plan_mount *m = &p.mounts[i];
+        printf("mount %s %s %s create=%s ro=%d as_user=%d late=%d noexec=%d recursive=%d propagation=%s\n",
+               m->target, m->kind, m->source, m->create, m->readonly, m->as_user, m->late, m->noexec, m->recursive,
+               propagation_name(m->propagation));
+    }
+    for (size_t i = 0; i < p.nenv; i++)
+        printf("env %s %s=%s\n", p.env[i].op, p.env[i].name, p.env[i].value);
+    for (size_t i = 0; p.ldconfig_dirs[i]; i++)
+        printf("ldconfig_dir %s\n", p.ldconfig_dirs[i]);
+    plan_free(&p);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char err[1024];
     struct plan plan;
     json_error_t jerr;
     int cwd_missing = 0;
+    if (argc == 3 && strcmp(argv[1], "--check") == 0)
+        return check(argv[2]);
     if (argc < 4 || strcmp(argv[2], "--") != 0)
         return die(SETUP_FAILED, "usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]");
     json_t *doc = strcmp(argv[1], "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(argv[1], 0, &jerr);

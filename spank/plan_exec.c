@@ -9,6 +9,7 @@
 #include <linux/openat2.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,19 @@ static const char **str_list(json_t *arr)
         out[i] = json_string_value(json_array_get(arr, i));
     return out;
 }
+
+/* Whether VALUE is one of the NULL-terminated names that follow. */
+static int one_of_list(const char *value, ...)
+{
+    va_list ap;
+    va_start(ap, value);
+    int found = 0;
+    for (const char *name = va_arg(ap, const char *); name && !found; name = va_arg(ap, const char *))
+        found = strcmp(value, name) == 0;
+    va_end(ap);
+    return found;
+}
+#define one_of(value, ...) one_of_list((value), __VA_ARGS__, (const char *)NULL)
 
 /* The flags a plan mount carries beyond the defaults (see hpcctl/runtime/site_mounts.py). */
 static int mount_flags(struct plan_mount *m, json_t *flags, char *err, size_t errlen)
@@ -98,7 +112,9 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     for (size_t i = 0; p->groups && i < p->ngroups; i++)
         p->groups[i] = (gid_t)json_integer_value(json_array_get(groups, i));
 
-    json_t *mounts = json_object_get(plan, "mounts");
+    json_t *mounts = json_object_get(plan, "mounts"), *env = json_object_get(plan, "env");
+    if ((mounts && !json_is_array(mounts)) || (env && !json_is_array(env)))
+        FAIL("the mount plan's mounts and env must be lists (see hpcctl/runtime/container.schema.json)");
     p->nmounts = json_array_size(mounts);
     p->mounts = calloc(p->nmounts + 1, sizeof(*p->mounts));
     for (size_t i = 0; p->mounts && i < p->nmounts; i++) {
@@ -113,13 +129,18 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
             return -1;
         if (p->mounts[i].target[0] != '/')
             FAIL("mount target '%s' is not an absolute path", p->mounts[i].target);
+        if (!one_of(p->mounts[i].kind, "bind", "dev", "tmpfs", "symlink") ||
+            !one_of(p->mounts[i].create, "auto", "dir", "file"))
+            FAIL("mount %s: unknown kind '%s' or create '%s'", p->mounts[i].target, p->mounts[i].kind,
+                 p->mounts[i].create);
     }
-    json_t *env = json_object_get(plan, "env");
     p->nenv = json_array_size(env);
     p->env = calloc(p->nenv + 1, sizeof(*p->env));
     for (size_t i = 0; p->env && i < p->nenv; i++) {
         json_t *e = json_array_get(env, i);
         p->env[i] = (struct plan_env){str(e, "op", "set"), str(e, "name", ""), str(e, "value", "")};
+        if (!one_of(p->env[i].op, "set", "prepend", "append", "unset") || !p->env[i].name[0])
+            FAIL("environment operation %zu: unknown op '%s' or no name", i, p->env[i].op);
     }
     p->entrypoint = str_list(json_object_get(plan, "entrypoint"));
     p->notes = str_list(json_object_get(plan, "notes"));
@@ -672,22 +693,24 @@ out:
 
 int plan_apply_env(const struct plan *p, const struct env_ops *ops)
 {
-    char cur[16384], joined[32768];
     for (size_t i = 0; i < p->nenv; i++) {
         const struct plan_env *e = &p->env[i];
         if (strcmp(e->op, "unset") == 0) {
             ops->unset(ops->ctx, e->name);
             continue;
         }
-        const char *value = e->value, *old = NULL;
+        char *old = NULL, *joined = NULL;
         if (strcmp(e->op, "prepend") == 0 || strcmp(e->op, "append") == 0)
-            old = ops->get(ops->ctx, e->name, cur, sizeof(cur));
+            old = ops->get(ops->ctx, e->name);
         if (old && *old) {
             int prepend = e->op[0] == 'p';
-            snprintf(joined, sizeof(joined), "%s:%s", prepend ? e->value : old, prepend ? old : e->value);
-            value = joined;
+            if (asprintf(&joined, "%s:%s", prepend ? e->value : old, prepend ? old : e->value) < 0)
+                joined = NULL;
         }
-        if (ops->set(ops->ctx, e->name, value))
+        int rc = (old && *old && !joined) ? -1 : ops->set(ops->ctx, e->name, joined ? joined : e->value);
+        free(old);
+        free(joined);
+        if (rc)
             return -1;
     }
     return 0;

@@ -50,9 +50,10 @@ void plan_free(struct plan *p);
  */
 int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen);
 
-/* Apply the plan's environment operations through get/set/unset callbacks (the task's env or environ). */
+/* Apply the plan's environment operations through get/set/unset callbacks (the task's env or environ); get
+ * returns a malloc'd copy of the value (NULL when unset), so values of any length work. */
 struct env_ops {
-    const char *(*get)(void *ctx, const char *name, char *buf, size_t len);
+    char *(*get)(void *ctx, const char *name);
     int (*set)(void *ctx, const char *name, const char *value);
     int (*unset)(void *ctx, const char *name);
     void *ctx;
