@@ -24,12 +24,23 @@ from hpcctl.site.config import SiteConfig
 SOCKET = "/var/run/docker.sock"
 
 
+def _require_daemon() -> None:
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists(SOCKET):
+        raise RegistryUnreachable(f"no Docker daemon runs on this node ({SOCKET} does not exist)",
+                                  "dockerd:// images come from the node's Docker daemon: start it there, or push "
+                                  "the image to a registry")
+
+
 def client():
     import docker
     from docker.errors import DockerException
+    _require_daemon()
     try:
         return docker.from_env(timeout=60)
     except DockerException as exc:
+        if "Permission denied" in str(exc):
+            raise AuthDenied(f"you may not use the Docker daemon ({os.environ.get('DOCKER_HOST') or SOCKET})",
+                             "use a registry image, or ask the admin to add you to the docker group") from None
         raise RegistryUnreachable(f"cannot reach the local Docker daemon: {str(exc).splitlines()[0]}",
                                   "start dockerd, or check DOCKER_HOST") from None
 
@@ -50,6 +61,7 @@ def image_id(name: str) -> str:
 def check_user_may_use_daemon(uid: int | None) -> None:
     if uid is None or uid == 0 or os.geteuid() != 0:
         return
+    _require_daemon()
     st = os.stat(SOCKET)
     user = pwd.getpwuid(uid)
     groups = {g for g in os.getgrouplist(user.pw_name, user.pw_gid)}

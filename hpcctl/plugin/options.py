@@ -72,10 +72,9 @@ def _absolute(path: str, cwd: str) -> str:
 
 
 def parse_image(value: str, cwd: str) -> str:
-    image = value.strip().replace("\\#", "#")
-    for prefix in ("docker://", "dockerd://"):
-        if image.startswith(prefix):
-            image = image[len(prefix):]
+    image = value.strip().replace("\\#", "#").removeprefix("docker://")
+    if image.startswith("dockerd://"):  # the node's Docker daemon, as in enroot: image/reference.py's grammar
+        return _daemon_image(image, value)
     if not image:
         raise HpcctlError("--container-image is empty", "name an image such as ubuntu:22.04 or a .sqsh file")
     if is_file_reference(image):
@@ -86,6 +85,16 @@ def parse_image(value: str, cwd: str) -> str:
         raise HpcctlError(f"--container-image: '{value}' is not an image reference{hint}",
                           "write [USER@][REGISTRY#]IMAGE[:TAG], e.g. nvcr.io#nvidia/pytorch:24.01-py3, "
                           "or a path starting with / or ./ to a squashfs file")
+    return image
+
+
+def _daemon_image(image: str, value: str) -> str:
+    from hpcctl.image.reference import parse
+
+    try:
+        parse(image)
+    except HpcctlError as exc:
+        raise HpcctlError(f"--container-image: {exc.problem}", exc.fix) from None
     return image
 
 
