@@ -76,3 +76,12 @@ def test_pyxis_readonly_variable_is_the_inverse_of_writable():
     assert options.parse({"image": "x", "readonly": "1", "writable": "1"}).writable is True
     with pytest.raises(HpcctlError, match="--container-readonly: 'maybe' is not a yes/no value"):
         options.parse({"image": "x", "readonly": "maybe"})
+
+
+def test_dockerd_images_keep_their_scheme_and_docker_is_dropped():
+    from hpcctl.plugin.options import parse_image
+
+    assert parse_image("dockerd://myimage:dev", "/") == "dockerd://myimage:dev"
+    assert parse_image("docker://ubuntu:22.04", "/") == "ubuntu:22.04"
+    with pytest.raises(HpcctlError, match="no image name after dockerd://"):
+        parse_image("dockerd://", "/")
