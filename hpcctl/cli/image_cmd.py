@@ -46,8 +46,8 @@ def register(subparsers) -> None:
 
 
 def _site(args):
-    from hpcctl.site.config import load_default_site
-    return load_default_site(args.site)
+    from hpcctl.site import select
+    return select.load(args.site)
 
 
 def _image_dict(image) -> dict:

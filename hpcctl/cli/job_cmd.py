@@ -91,7 +91,7 @@ def register(sub) -> None:
 
 
 def _site_and_defaults(args):
-    from hpcctl.jobspec.user_config import effective, resource_defaults
+    from hpcctl.site.select import effective, resource_defaults
     from hpcctl.site.config import load_site
 
     settings = effective(getattr(args, "site", None))
@@ -232,7 +232,7 @@ def run_schema(args) -> int:
 
 
 def run_config_show(args) -> int:
-    from hpcctl.jobspec.user_config import effective, slurm_cluster_name
+    from hpcctl.site.select import effective, slurm_cluster_name
     from hpcctl.runs.bundle import runs_dir
     from hpcctl.site.config import load_site
     from hpcctl.slurm.backend import select_backend

@@ -110,14 +110,14 @@ def run_image(args) -> int:
     from hpcctl.runtime import local
     from hpcctl.runtime.build import StepFacts
     from hpcctl.runtime.container import build_container
-    from hpcctl.site.config import load_default_site
+    from hpcctl.site import select
 
     if args.json and not args.plan_only:
         raise HpcctlError("--json prints the plan: it needs --plan-only", "add --plan-only, or drop --json")
     if os.geteuid() != 0:
         raise HpcctlError("hpcctl run must run as root: it mounts the image and then becomes the user",
                           "run it with sudo; the command then runs as you, or as --user NAME")
-    site = load_default_site(args.site)
+    site = select.load(args.site)
     user = local.run_user(args.user, os.environ)
     gpus = local.parse_gpus(args.gpus)
     node = args.node or socket.gethostname().split(".")[0]

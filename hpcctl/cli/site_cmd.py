@@ -46,9 +46,10 @@ def register(sub) -> None:
 
 def run_check(args) -> int:
     from hpcctl.site.check import check_node
-    from hpcctl.site.config import find_site_file, load_site
+    from hpcctl.site import select
+    from hpcctl.site.config import load_site
 
-    path = args.file or str(find_site_file(args.site))
+    path = args.file or str(select.select(args.site))
     site = load_site(path)
     findings = [] if args.syntax_only else check_node(site, args.node)
     missing = [f for f in findings if f.required and not f.found]
@@ -77,9 +78,9 @@ def run_explain(args) -> int:
     from hpcctl.inject.mpi import image_linkers
     from hpcctl.plugin.access import Identity
     from hpcctl.runtime import image_facts
-    from hpcctl.site.config import load_default_site
+    from hpcctl.site import select
 
-    site = load_default_site(args.site)
+    site = select.load(args.site)
     node = args.node or socket.gethostname().split(".")[0]
     path, env = args.image, None
     if not os.path.isdir(args.image):

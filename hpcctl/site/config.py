@@ -271,14 +271,8 @@ def load_site(path: str | os.PathLike) -> SiteConfig:
     return from_located(load_yaml_file(str(path)))
 
 
-def find_site_file(choice: str | None = None) -> Path:
-    """Which site config applies: --site (a path or a name), else $HPCCTL_SITE, else /etc/hpcctl/site.yaml."""
-    choice = choice or os.environ.get("HPCCTL_SITE")
-    if not choice:
-        if SYSTEM_SITE_FILE.exists():
-            return SYSTEM_SITE_FILE
-        raise HpcctlError("no site config found",
-                          f"pass --site NAME|FILE, set HPCCTL_SITE, or install one at {SYSTEM_SITE_FILE}")
+def find_site_file(choice: str) -> Path:
+    """The site config file a --site value names: a path as is, else NAME.yaml in the site config folders."""
     if "/" in choice or choice.endswith((".yaml", ".yml")):
         return Path(choice)
     for folder in SEARCH_DIRS:
@@ -287,7 +281,3 @@ def find_site_file(choice: str | None = None) -> Path:
             return candidate
     known = sorted({p.stem for d in SEARCH_DIRS if d.is_dir() for p in d.glob("*.yaml")})
     raise HpcctlError(f"unknown site '{choice}'", f"known sites: {', '.join(known) or 'none'}")
-
-
-def load_default_site(choice: str | None = None) -> SiteConfig:
-    return load_site(find_site_file(choice))

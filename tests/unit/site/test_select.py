@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hpcctl.errors import ConfigError, HpcctlError
-from hpcctl.jobspec import user_config
+from hpcctl.site import select as user_config
 from hpcctl.site import config as site_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -83,3 +83,12 @@ def test_config_show_json(xdg):
     assert shown["slurm_backend"]["value"] == "commands"
     assert shown["cluster"] == {"value": "sandbox", "origin": "cluster: in the site config"}
     assert shown["slurm_cluster"] == {"value": "sandbox", "origin": f"ClusterName in {xdg / 'slurm.conf'}"}
+
+
+def test_every_command_loads_the_site_the_users_settings_choose(xdg):
+    """`hpcctl image`, `run` and `site` once took --site, else $HPCCTL_SITE, else /etc/hpcctl/site.yaml, while
+    `hpcctl submit` also read the user's config and Slurm's ClusterName: one policy now, in site.select."""
+    mine = write(xdg / "mine.yaml", (REPO / "site-configs" / "sandbox.yaml").read_text())
+    write(xdg / "config" / "hpcctl" / "config.yaml", f"site: {mine}\n")
+    assert user_config.select(None) == mine == Path(user_config.effective(None)["site_file"].value)
+    assert user_config.load(None).path == str(mine)

@@ -1,4 +1,6 @@
-"""User settings and site selection, each value with where it came from (for `hpcctl config show`).
+"""Which site config applies, the one policy every command uses (`hpcctl submit`, `image`, `run`, `site`), and the
+user settings it reads, each value with where it came from (for `hpcctl config show`). The SPANK plugin does not
+use it: on a node, root loads only the site config plugstack.conf names.
 
 Files, later ones winning: $XDG_CONFIG_DIRS/hpcctl/config.yaml (default /etc/xdg), then
 $XDG_CONFIG_HOME/hpcctl/config.yaml (default ~/.config). Keys: `site`, and `defaults` for resources a spec leaves
@@ -16,6 +18,7 @@ from pathlib import Path
 from hpcctl.errors import ConfigError, HpcctlError
 from hpcctl.schema.validate import Located, Problem, load_yaml_file, path_text, strings, unprintable, validate
 from hpcctl.site import config as site_config
+from hpcctl.site.config import SiteConfig, load_site
 
 DEFAULT_KEYS = ("partition", "account", "qos", "time")
 CONFIG_SCHEMA = {
@@ -99,11 +102,20 @@ def choose_site(flag: str | None, settings: dict[str, Setting]) -> Setting:
 
 
 def effective(flag: str | None) -> dict[str, Setting]:
-    """Every setting a submission uses: the chosen site and its file, and the resource defaults."""
+    """Every setting a command uses: the chosen site and its file, and the resource defaults."""
     settings = user_settings()
     site = choose_site(flag, settings)
     return {**settings, "site": site,
             "site_file": Setting(str(site_config.find_site_file(site.value)), f"site '{site.value}'")}
+
+
+def select(flag: str | None) -> Path:
+    """The site config file for ``flag`` (--site NAME|FILE or None), by the policy above."""
+    return Path(effective(flag)["site_file"].value)
+
+
+def load(flag: str | None) -> SiteConfig:
+    return load_site(select(flag))
 
 
 def resource_defaults(settings: dict[str, Setting]) -> dict:
