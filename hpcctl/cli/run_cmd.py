@@ -108,8 +108,6 @@ def run_image(args) -> int:
 
     from hpcctl.plugin import options
     from hpcctl.runtime import local
-    from hpcctl.runtime.build import StepFacts
-    from hpcctl.runtime.container import build_container
     from hpcctl.site import select
 
     if args.json and not args.plan_only:
@@ -125,9 +123,7 @@ def run_image(args) -> int:
     binary = None if args.plan_only else local.exec_binary(site)
     with local.opened_image(args.image, site, user, progress=not args.plan_only) as image, _named_as_run_options():
         opts = options.parse(_raw_options(args, image.path), os.getcwd())
-        env = local.start_env(user, gpus, opts.env, os.environ)
-        step = StepFacts(who=local.identity(user), cwd=os.getcwd(), node=node, env=env, gpus=gpus)
-        container = build_container(site, image, opts, step, local.state_dir(site))
+        container, env = local.step_container(site, image, opts, user, gpus, node, local.state_dir(site))
         command = _command(args, image.config, container.plan.entrypoint)
         if args.plan_only:
             _print_plan(container, args, user.pw_name, node, gpus, opts.mpi or site.mpi.default, command)

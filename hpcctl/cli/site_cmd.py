@@ -26,9 +26,10 @@ def register(sub) -> None:
 
     explain = cmds.add_parser("explain", help="print the mount plan a job would get (what, where, why)",
                               description="Print the mounts and environment changes a job step would get on a node "
-                                          "from the site config: site mounts, the allocated GPUs and the driver "
-                                          "stack, the host MPI bound over the image's after the ABI check. Reads "
-                                          "the host and the image; changes nothing.")
+                                          "from the site config, built by the plugin's own builder (the same plan "
+                                          "`hpcctl run --plan-only` prints and a job's step executes): site "
+                                          "mounts, the allocated GPUs and the driver stack, the host MPI bound over "
+                                          "the image's after the ABI check. Reads the host and the image.")
     explain.add_argument("--image", required=True, metavar="IMAGE|ROOTFS",
                          help="an image reference or squashfs file, as --container-image (pulled into the cache "
                               "when missing), or an unpacked root tree (a directory)")
@@ -36,6 +37,7 @@ def register(sub) -> None:
     explain.add_argument("--mpi", metavar="NAME", help="MPI flavour, as --container-mpi (default: the site's; "
                                                        "'none' for no MPI)")
     explain.add_argument("--node", help="node name for %%n and gres.conf (default: this host)")
+    explain.add_argument("--user", metavar="NAME", help="the job's user (default: $SUDO_USER, else root)")
     explain.add_argument("--json", action="store_true", help="print the plan as JSON")
     explain.set_defaults(func=run_explain)
 
@@ -67,38 +69,31 @@ def run_check(args) -> int:
     return 1 if missing else 0
 
 
-NOBODY = 65534  # the image is read as nobody when root asks: root reads no image content itself
-
-
 def run_explain(args) -> int:
     import os
     import socket
+    import tempfile
 
-    from hpcctl.inject.explain import explain
-    from hpcctl.inject.mpi import image_linkers
-    from hpcctl.plugin.access import Identity
-    from hpcctl.runtime import image_facts
+    from hpcctl.plugin import options
+    from hpcctl.runtime import local
     from hpcctl.site import select
 
     site = select.load(args.site)
     node = args.node or socket.gethostname().split(".")[0]
-    path, env = args.image, None
-    if not os.path.isdir(args.image):
-        from hpcctl.image.api import ensure
-
-        cached = ensure(args.image, site, progress=not args.json)
-        path = cached.path
-        env = dict(item.partition("=")[::2] for item in cached.config.env)
-    reader = Identity(NOBODY, NOBODY) if os.geteuid() == 0 else Identity(os.getuid(), os.getgid())
-    facts = image_facts.read(str(path), reader, image_linkers(site, args.mpi), site.gpu.ldconfig,
-                             os.path.join(site.plugin.runtime_dir, "inspect"))
-    plan = explain(site, facts, args.image, node, args.gpus, args.mpi, env)
+    user = local.run_user(args.user, os.environ)
+    gpus = tuple(range(args.gpus))
+    # root keeps the user's identity files where `hpcctl run` does; anyone else in a directory of their own
+    state = local.state_dir(site) if os.geteuid() == 0 else tempfile.mkdtemp(prefix="hpcctl-explain-")
+    with local.opened_image(args.image, site, user, progress=not args.json) as image:
+        opts = options.parse({"image": image.path, **({"mpi": args.mpi} if args.mpi else {})}, os.getcwd())
+        container, _ = local.step_container(site, image, opts, user, gpus, node, state)
+    mpi = opts.mpi or site.mpi.default
     if args.json:
-        print_json(plan.to_dict())
+        print_json({"node": node, "gpus": list(gpus), "mpi": mpi, **container.to_dict()})
         return 0
     print(f"Plan for image {args.image} on node {node} (cluster '{site.cluster}'): "
-          f"{len(plan.gpus)} GPU(s), MPI {plan.mpi or 'none'}")
-    print_plan(plan)
+          f"{len(gpus)} GPU(s), MPI {mpi or 'none'}")
+    print_plan(container.plan)
     return 0
 
 

@@ -103,7 +103,8 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     home = _home(step.who.uid) if mount_home else None
     if home and os.path.isdir(home):
         mounts.append(PlanMount(home, "/root" if options.remap_root else home, readonly=False, create="dir",
-                                as_user=True, why="home directory (at /root with --container-remap-root)"))
+                                as_user=True, why="home directory" + (" at /root (--container-remap-root)"
+                                                                      if options.remap_root else "")))
     seen = examine([um.source for um in options.mounts if um.source != "tmpfs"], step.who)
     for um in options.mounts:
         if um.source == "tmpfs":

@@ -157,3 +157,15 @@ def execute(binary: str, container: Container, argv: list[str], env: Mapping[str
     finally:
         os.unlink(plan_file)
     return 128 - status if status < 0 else status
+
+
+def step_container(site: SiteConfig, image: Image, options, user: pwd.struct_passwd, gpus: tuple[int, ...],
+                   node: str, state: str) -> tuple[Container, dict[str, str]]:
+    """The container a job step of ``user`` with these GPUs on ``node`` gets, from the plugin's builder, and the
+    environment its command starts from: what `hpcctl run` executes and `hpcctl site explain` prints."""
+    from hpcctl.runtime.build import StepFacts
+    from hpcctl.runtime.container import build_container
+
+    env = start_env(user, gpus, options.env, os.environ)
+    step = StepFacts(who=identity(user), cwd=os.getcwd(), node=node, env=env, gpus=gpus)
+    return build_container(site, image, options, step, state), env
