@@ -65,15 +65,15 @@ def _tasks_inside(holder: int) -> bool:
 
 
 def _still_running(directory: str, grace_s: float = 2.0) -> bool:
-    """Running, and not just a step that ended: its holder leaves when its slurmstepd does, shortly after srun
-    returned. A holder with tasks beside it answers at once."""
-    live = running(directory)
-    if live and _tasks_inside(live["pid"]):
-        return True
+    """Its holder lives and a step's tasks are in its mount namespace. A holder alone is a step that ended (the
+    holder leaves when its slurmstepd does, shortly after srun returned) or one whose tasks are about to join: that
+    is waited for, at most ``grace_s``."""
     deadline = time.monotonic() + grace_s
-    while running(directory):
-        if time.monotonic() > deadline:
+    while live := running(directory):
+        if _tasks_inside(live["pid"]):
             return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
     return False
 
