@@ -1,12 +1,14 @@
 """job script context (slurmd epilog, root): remove the job's named containers and its step pins on this node.
 
-Request: {"jobid": N, "uid": N}. Reply: {"removed": bool}.
+Request: {"jobid": N, "uid": N}. Reply: {"removed": bool, "stopped": holders still alive that were killed}.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import signal
 import stat
 import sys
 
@@ -30,9 +32,24 @@ def remove_pins(jobid: int, uid: int, pin_dir: str = PIN_DIR) -> None:
             os.close(fd)
 
 
+def stop_holders(site: SiteConfig, job_id: str) -> int:
+    """SIGKILL every container holder of the job still alive on this node (each recorded its pid and start time;
+    a recycled pid is never hit). By design none outlives its step; this is the epilog's check that none did, and
+    its mount namespace, mounts and loop device go with it."""
+    stopped = 0
+    for holder in glob.glob(os.path.join(names.job_dir(site, job_id), "*", "*", names.HOLDER)):
+        live = names.running(os.path.dirname(holder))
+        if live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(live["pid"], signal.SIGKILL)
+                stopped += 1
+    return stopped
+
+
 def handle(request: dict, site: SiteConfig) -> dict:
     remove_pins(int(request["jobid"]), int(request["uid"]))
-    return {"removed": names.remove_job(site, str(request["jobid"]))}
+    stopped = stop_holders(site, str(request["jobid"]))
+    return {"removed": names.remove_job(site, str(request["jobid"])), "stopped": stopped}
 
 
 if __name__ == "__main__":
