@@ -18,7 +18,7 @@ setup(
     description="Containerized GPU/MPI jobs on Slurm: a SPANK plugin, a CLI and site configs",
     python_requires=">=3.11",
     packages=find_packages(include=["hpcctl", "hpcctl.*"]),
-    package_data={"hpcctl.runtime": ["container.schema.json"]},
+    package_data={"hpcctl.container": ["container.schema.json"]},
     data_files=[shared("templates"), shared("site-configs"), shared("spank")],
     install_requires=["pyyaml>=6", "jinja2>=3.1", "docker>=6", "spython>=0.3"],
     extras_require={"test": ["pytest>=7", "pytest-mock>=3", "jsonschema>=4"]},

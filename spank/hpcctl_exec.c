@@ -1,7 +1,7 @@
 /*
  * hpcctl-exec: run a command in a container from a MountPlan without Slurm (`hpcctl run`, admins debugging a
  * site config, GPU checks). Usage: hpcctl-exec PLAN.json|- -- CMD [ARG...]; needs root. PLAN.json is what
- * `hpcctl run --plan-only --json` prints (hpcctl/runtime/container.schema.json); `hpcctl-exec --check PLAN.json`
+ * `hpcctl run --plan-only --json` prints (hpcctl/container/container.schema.json); `hpcctl-exec --check PLAN.json`
  * prints what it understood of one, and runs nothing. The command runs as the plan's uid/gid with no_new_privs, in the plan's
  * environment applied to this process's environment, in the plan's working directory as a job's task would.
  * Exit status: the command's; 125 when the container cannot be set up, 126 when the command cannot be run,

@@ -58,7 +58,7 @@ static int one_of_list(const char *value, ...)
 }
 #define one_of(value, ...) one_of_list((value), __VA_ARGS__, (const char *)NULL)
 
-/* The flags a plan mount carries beyond the defaults (see hpcctl/runtime/site_mounts.py). */
+/* The flags a plan mount carries beyond the defaults (see hpcctl/container/site_mounts.py). */
 static int mount_flags(struct plan_mount *m, json_t *flags, char *err, size_t errlen)
 {
     static const struct {
@@ -114,7 +114,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
 
     json_t *mounts = json_object_get(plan, "mounts"), *env = json_object_get(plan, "env");
     if ((mounts && !json_is_array(mounts)) || (env && !json_is_array(env)))
-        FAIL("the mount plan's mounts and env must be lists (see hpcctl/runtime/container.schema.json)");
+        FAIL("the mount plan's mounts and env must be lists (see hpcctl/container/container.schema.json)");
     p->nmounts = json_array_size(mounts);
     p->mounts = calloc(p->nmounts + 1, sizeof(*p->mounts));
     for (size_t i = 0; p->mounts && i < p->nmounts; i++) {

@@ -1,5 +1,5 @@
 /*
- * Execute a MountPlan (hpcctl/runtime/plan.py): a private mount namespace whose root is the image's squashfs
+ * Execute a MountPlan (hpcctl/container/plan.py): a private mount namespace whose root is the image's squashfs
  * (read-only, nosuid, nodev) under an overlay, with the plan's binds and tmpfs mounts, entered by pivot_root.
  * Used by the SPANK plugin (once per step and node, in a holder process the tasks join with setns) and by the
  * standalone `hpcctl-exec` (`hpcctl run`).

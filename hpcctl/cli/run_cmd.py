@@ -106,8 +106,8 @@ def run_image(args) -> int:
     import os
     import socket
 
-    from hpcctl.plugin import options
-    from hpcctl.runtime import local
+    from hpcctl.container import options
+    from hpcctl.container import local
     from hpcctl.site import select
 
     if args.json and not args.plan_only:

@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
-    from hpcctl.site.check import check_node
+    from hpcctl.container.node_check import check_node
     from hpcctl.site import select
     from hpcctl.site.config import load_site
 
@@ -74,8 +74,8 @@ def run_explain(args) -> int:
     import socket
     import tempfile
 
-    from hpcctl.plugin import options
-    from hpcctl.runtime import local
+    from hpcctl.container import options
+    from hpcctl.container import local
     from hpcctl.site import select
 
     site = select.load(args.site)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 from hpcctl.errors import HpcctlError
-from hpcctl.inject.gpu import device_files
+from hpcctl.container.inject.gpu import device_files
 from hpcctl.site.config import SiteConfig
 
 

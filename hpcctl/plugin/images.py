@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin.access import Identity, readable
-from hpcctl.plugin.options import is_file_reference
-from hpcctl.runtime.build import Image
+from hpcctl.container.access import Identity, readable
+from hpcctl.container.options import is_file_reference
+from hpcctl.container.build import Image
 from hpcctl.site.config import SiteConfig
 
 

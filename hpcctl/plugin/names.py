@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from hpcctl.errors import HpcctlError
-from hpcctl.runtime.build import Image
-from hpcctl.runtime.state import runtime_root
+from hpcctl.container.build import Image
+from hpcctl.container.state import runtime_root
 from hpcctl.site.config import SiteConfig
 
 

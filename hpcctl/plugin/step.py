@@ -14,11 +14,12 @@ import os
 import sys
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import gpus, images, names, node, options
-from hpcctl.plugin.access import Identity
+from hpcctl.container import options
+from hpcctl.plugin import gpus, images, names, node
+from hpcctl.container.access import Identity
 from hpcctl.plugin.protocol import serve
-from hpcctl.runtime.build import StepFacts
-from hpcctl.runtime.container import build_container
+from hpcctl.container.build import StepFacts
+from hpcctl.container.container import build_container
 from hpcctl.site.config import SiteConfig
 
 

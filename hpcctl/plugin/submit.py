@@ -10,10 +10,11 @@ import os
 import sys
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import images, options
-from hpcctl.plugin.access import problem_of
+from hpcctl.container import options
+from hpcctl.plugin import images
+from hpcctl.container.access import problem_of
 from hpcctl.plugin.protocol import serve
-from hpcctl.runtime.policy import check_source
+from hpcctl.container.policy import check_source
 from hpcctl.site.config import SiteConfig
 
 

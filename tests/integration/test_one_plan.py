@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hpcctl.plugin import slurm_client
+from hpcctl.container import slurm_client
 from tests.integration.plugin_helpers import srun
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_a_job_step_gets_the_container_hpcctl_run_builds(sandbox, work):
                        f"{work}/data:/data:ro", OPENMPI, "--", *show], env={"SUDO_USER": sandbox.user},
                       check=True, timeout=120, cwd=work)
     in_job, in_run = mount_points(step.stdout), mount_points(run.stdout)
-    # what a job step adds by design: Slurm's commands inside (hpcctl.plugin.slurm_client), read-only
+    # what a job step adds by design: Slurm's commands inside (hpcctl.container.slurm_client), read-only
     slurm_commands = {m.target for m in slurm_client.mounts("/etc/slurm", "/run/hpcctl")}
     assert in_run <= in_job
     extra = in_job - in_run

@@ -1,4 +1,4 @@
-"""The contract between the Python core and the C side: one JSON Schema (hpcctl/runtime/container.schema.json),
+"""The contract between the Python core and the C side: one JSON Schema (hpcctl/container/container.schema.json),
 which Python's documents satisfy and whose examples C reads as they say (issue 12)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import hpcctl.runtime
+import hpcctl.container
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = json.loads((Path(hpcctl.runtime.__file__).parent / "container.schema.json").read_text())
+SCHEMA = json.loads((Path(hpcctl.container.__file__).parent / "container.schema.json").read_text())
 EXEC = "/usr/local/lib/hpcctl/hpcctl-exec"
 
 

@@ -1,6 +1,6 @@
 """Environment order: image ENV, then site rules, then --container-env; Slurm's variables always survive."""
 
-from hpcctl.plugin.environment import compose, image_env
+from hpcctl.container.environment import compose, image_env
 from hpcctl.site.config import EnvRules
 
 

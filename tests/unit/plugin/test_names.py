@@ -6,7 +6,7 @@ import pytest
 
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin import names
-from hpcctl.runtime.build import Image
+from hpcctl.container.build import Image
 from hpcctl.site.config import load_site
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import options
+from hpcctl.container import options
 
 
 def test_pyxis_image_forms():
@@ -79,7 +79,7 @@ def test_pyxis_readonly_variable_is_the_inverse_of_writable():
 
 
 def test_dockerd_images_keep_their_scheme_and_docker_is_dropped():
-    from hpcctl.plugin.options import parse_image
+    from hpcctl.container.options import parse_image
 
     assert parse_image("dockerd://myimage:dev", "/") == "dockerd://myimage:dev"
     assert parse_image("docker://ubuntu:22.04", "/") == "ubuntu:22.04"

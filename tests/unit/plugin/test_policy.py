@@ -3,7 +3,7 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.runtime.policy import check_source
+from hpcctl.container.policy import check_source
 from hpcctl.site.config import UserMountPolicy
 
 

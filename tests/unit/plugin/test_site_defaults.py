@@ -5,10 +5,10 @@ import pwd
 
 import pytest
 
-from hpcctl.plugin import options
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime.image_facts import ImageFacts
-from hpcctl.runtime.build import Image, StepFacts, build_plan
+from hpcctl.container import options
+from hpcctl.container.access import Identity
+from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.build import Image, StepFacts, build_plan
 from hpcctl.site.config import load_site
 
 ME = pwd.getpwuid(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from hpcctl.runtime.plan import EnvOp
+from hpcctl.container.plan import EnvOp
 from hpcctl.site.config import EnvRules
 
 PROTECTED = re.compile(r"SLURM_.*|SLURMD_.*|PMI.*|PMIX.*|OMPI_MCA_orte_.*|CUDA_VISIBLE_DEVICES")

@@ -3,7 +3,7 @@ GPU checks on a node.
 
 Slurm's part is emulated, so injection takes the path it takes in a job: the step's GPUs are GRES indices of a node
 named in gres.conf, announced in SLURM_STEP_GPUS, SLURM_JOB_GPUS and CUDA_VISIBLE_DEVICES as Slurm sets them. The
-container itself comes from the plugin's builder (hpcctl.runtime.container) and is executed by hpcctl-exec, the
+container itself comes from the plugin's builder (hpcctl.container.container) and is executed by hpcctl-exec, the
 plugin's C code as a standalone binary.
 """
 
@@ -20,11 +20,11 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 
 from hpcctl.errors import HpcctlError
-from hpcctl.inject import gres
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime.build import Image
-from hpcctl.runtime.container import Container
-from hpcctl.runtime.state import runtime_root
+from hpcctl.container.inject import gres
+from hpcctl.container.access import Identity
+from hpcctl.container.build import Image
+from hpcctl.container.container import Container
+from hpcctl.container.state import runtime_root
 from hpcctl.site.config import SiteConfig
 
 # What a login would set; the plan's operations (image ENV, site rules, injections) apply on top, as in a job.
@@ -163,8 +163,8 @@ def step_container(site: SiteConfig, image: Image, options, user: pwd.struct_pas
                    node: str, state: str) -> tuple[Container, dict[str, str]]:
     """The container a job step of ``user`` with these GPUs on ``node`` gets, from the plugin's builder, and the
     environment its command starts from: what `hpcctl run` executes and `hpcctl site explain` prints."""
-    from hpcctl.runtime.build import StepFacts
-    from hpcctl.runtime.container import build_container
+    from hpcctl.container.build import StepFacts
+    from hpcctl.container.container import build_container
 
     env = start_env(user, gpus, options.env, os.environ)
     step = StepFacts(who=identity(user), cwd=os.getcwd(), node=node, env=env, gpus=gpus)

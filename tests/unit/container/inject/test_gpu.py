@@ -5,11 +5,11 @@ import json
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl import inject
-from hpcctl.inject import StepInfo
-from hpcctl.inject.gpu import NVIDIA_IMAGE_ENV, remap
+from hpcctl.container.inject.plan import plan_injections as combined
+from hpcctl.container.inject.step import StepInfo
+from hpcctl.container.inject.gpu import NVIDIA_IMAGE_ENV, remap
 from hpcctl.plugin.gpus import requested
-from hpcctl.runtime.plan import EnvOp
+from hpcctl.container.plan import EnvOp
 
 from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, facts, image, step_info
 
@@ -19,7 +19,7 @@ def step(gpus: str, node: str = "n1") -> StepInfo:
 
 
 def plan_injections(site, step, rootfs, image_env=None):
-    return inject.plan_injections(site, step, facts(site, rootfs, step.mpi), image_env)
+    return combined(site, step, facts(site, rootfs, step.mpi), image_env)
 
 
 def triples(injection):

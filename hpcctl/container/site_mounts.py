@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from hpcctl.errors import HpcctlError
-from hpcctl.runtime.plan import PlanMount
+from hpcctl.container.plan import PlanMount
 from hpcctl.site.config import Mount
 
 PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin.access import Identity
+from hpcctl.container.access import Identity
 
 MEMORY_LIMIT = 1 << 30  # address space of the child, bytes
 REPLY_LIMIT = 16 << 20  # bytes of JSON the parent accepts

@@ -12,9 +12,9 @@ import hashlib
 import os
 import pwd
 
-from hpcctl.runtime.image_facts import ImageFacts
-from hpcctl.runtime.plan import PlanMount
-from hpcctl.runtime.state import publish
+from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.plan import PlanMount
+from hpcctl.container.state import publish
 
 
 def _fields(line: str) -> list[str]:

@@ -10,7 +10,7 @@ import os
 import re
 
 from hpcctl.host import elf
-from hpcctl.inject.container_libs import ImageLibraries
+from hpcctl.container.inject.container_libs import ImageLibraries
 
 _GLIBC = re.compile(r"^GLIBC_(\d+(?:\.\d+)+)$")
 

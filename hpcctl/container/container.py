@@ -6,16 +6,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hpcctl.inject.layout import REMAP_ROOT_APT_CONF
-from hpcctl.inject.mpi import image_linkers
-from hpcctl.plugin.access import Identity
-from hpcctl.plugin.options import ContainerOptions
-from hpcctl.runtime import image_facts
-from hpcctl.runtime.build import Image, StepFacts, build_plan
-from hpcctl.runtime.image_facts import ImageFacts
-from hpcctl.runtime.identity import identity_mounts
-from hpcctl.runtime.plan import MountPlan, PlanMount
-from hpcctl.runtime.state import publish
+from hpcctl.container.inject.layout import REMAP_ROOT_APT_CONF
+from hpcctl.container.inject.mpi import image_linkers
+from hpcctl.container.access import Identity
+from hpcctl.container.options import ContainerOptions
+from hpcctl.container import image_facts
+from hpcctl.container.build import Image, StepFacts, build_plan
+from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.identity import identity_mounts
+from hpcctl.container.plan import MountPlan, PlanMount
+from hpcctl.container.state import publish
 from hpcctl.site.config import SiteConfig
 
 
@@ -46,7 +46,7 @@ def remap_root_mounts(state_dir: str) -> list[PlanMount]:
 
 
 def read_image(site: SiteConfig, image: Image, options: ContainerOptions, who: Identity) -> ImageFacts:
-    """What the plan needs from inside the image, read as ``who`` (see hpcctl.runtime.image_facts)."""
+    """What the plan needs from inside the image, read as ``who`` (see hpcctl.container.image_facts)."""
     return image_facts.read(image.path, who, image_linkers(site, options.mpi), site.gpu.ldconfig,
                             os.path.join(site.plugin.runtime_dir, "inspect"), user_file=image.user_file)
 

@@ -3,9 +3,9 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl import inject
-from hpcctl.inject import StepInfo
-from hpcctl.runtime.plan import EnvOp
+from hpcctl.container.inject.plan import plan_injections as combined
+from hpcctl.container.inject.step import StepInfo
+from hpcctl.container.plan import EnvOp
 
 from fake_gpu_host import LIBDIR, facts, image, step_info
 
@@ -17,7 +17,7 @@ def step(mpi=None, job="7", **env) -> StepInfo:
 
 
 def plan_injections(site, step, rootfs, image_env=None):
-    return inject.plan_injections(site, step, facts(site, rootfs, step.mpi), image_env)
+    return combined(site, step, facts(site, rootfs, step.mpi), image_env)
 
 
 def mpi_mounts(injection):
@@ -147,13 +147,13 @@ def test_fabric_devices_of_the_gpu_ib_example_are_device_binds(monkeypatch):
     writable, as a directory. No InfiniBand here, so the example's paths are made to exist."""
     from pathlib import Path
 
-    from hpcctl.inject.injection import Injection
-    from hpcctl.inject.mpi import flavour_binds
+    from hpcctl.container.inject.injection import Injection
+    from hpcctl.container.inject.mpi import flavour_binds
     from hpcctl.site.config import load_site
 
-    site = load_site(Path(__file__).resolve().parents[3] / "site-configs/gpu-ib-example.yaml")
-    monkeypatch.setattr("hpcctl.inject.mpi.os.path.exists", lambda path: True)
-    monkeypatch.setattr("hpcctl.inject.mpi.os.path.isdir", lambda path: True)
+    site = load_site(Path(__file__).resolve().parents[4] / "site-configs/gpu-ib-example.yaml")
+    monkeypatch.setattr("hpcctl.container.inject.mpi.os.path.exists", lambda path: True)
+    monkeypatch.setattr("hpcctl.container.inject.mpi.os.path.isdir", lambda path: True)
     for name in ("openmpi", "mpich"):
         out = Injection()
         flavour_binds(site, site.mpi.flavours[name], step(), out)

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 from hpcctl.errors import HpcctlError
 from hpcctl.host import elf, ldcache
-from hpcctl.inject import abi, glibc
-from hpcctl.inject.injection import Injection
-from hpcctl.inject.layout import LIBDIR
-from hpcctl.inject.step import StepInfo
-from hpcctl.runtime.plan import EnvOp, PlanMount
-from hpcctl.runtime.site_mounts import plan_mount
+from hpcctl.container.inject import abi, glibc
+from hpcctl.container.inject.injection import Injection
+from hpcctl.container.inject.layout import LIBDIR
+from hpcctl.container.inject.step import StepInfo
+from hpcctl.container.plan import EnvOp, PlanMount
+from hpcctl.container.site_mounts import plan_mount
 from hpcctl.site.config import MpiFlavour, SiteConfig
 
-if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
-    from hpcctl.runtime.image_facts import ImageFacts
+if TYPE_CHECKING:  # the facts are read by hpcctl.container, which builds on this package
+    from hpcctl.container.image_facts import ImageFacts
 
 NO_MPI = "none"
 # What a PMIx v4 server exports, and the MCA name an older or newer PMIx client reads instead (as Sarus maps them).

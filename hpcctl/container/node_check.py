@@ -39,8 +39,8 @@ def _library(section: str, name: str, ldconfig: str, required: bool = True) -> F
 
 
 def _gpu(site: SiteConfig, node: str) -> list[Finding]:
-    from hpcctl.inject import gres
-    from hpcctl.inject.gpu import driver_version, find_binary
+    from hpcctl.container.inject import gres
+    from hpcctl.container.inject.gpu import driver_version, find_binary
 
     gpu = site.gpu
     out = [_path("gpu", "ldconfig", gpu.ldconfig)]
@@ -71,7 +71,7 @@ def _gpu(site: SiteConfig, node: str) -> list[Finding]:
 
 def _cdi(path: str) -> Finding:
     from hpcctl.errors import HpcctlError
-    from hpcctl.inject import cdi
+    from hpcctl.container.inject import cdi
 
     if not os.path.exists(path):
         return Finding("gpu", "CDI spec", path, False, False, "absent: the driver list is used")

@@ -9,15 +9,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import slurm_client
-from hpcctl.plugin.access import Identity, examine
-from hpcctl.plugin.environment import compose, image_env
-from hpcctl.plugin.options import ContainerOptions
-from hpcctl.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
-from hpcctl.runtime.image_facts import ImageFacts
-from hpcctl.runtime.plan import EnvOp, MountPlan, PlanMount
-from hpcctl.runtime.policy import check_source
-from hpcctl.runtime.site_mounts import plan_mount
+from hpcctl.container import slurm_client
+from hpcctl.container.access import Identity, examine
+from hpcctl.container.environment import compose, image_env
+from hpcctl.container.options import ContainerOptions
+from hpcctl.container.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
+from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.plan import EnvOp, MountPlan, PlanMount
+from hpcctl.container.policy import check_source
+from hpcctl.container.site_mounts import plan_mount
 from hpcctl.site.config import SiteConfig
 
 # A fresh /dev (a tmpfs) with only the harmless host devices: the container never sees, nor creates files in, the
@@ -79,7 +79,9 @@ def _home(uid: int) -> str | None:
 
 
 def _injections(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, facts: ImageFacts):
-    from hpcctl.inject import StepInfo, gpu, plan_injections
+    from hpcctl.container.inject import gpu
+    from hpcctl.container.inject.plan import plan_injections
+    from hpcctl.container.inject.step import StepInfo
 
     info = StepInfo(node=step.node, job_id=step.job_id, step_id=step.step_id, uid=step.who.uid, gid=step.who.gid,
                     gpus=step.gpus, mpi=options.mpi, env=step.env)

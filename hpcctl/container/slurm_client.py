@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 
-from hpcctl.runtime.plan import PlanMount
+from hpcctl.container.plan import PlanMount
 
 COMMANDS = ("srun", "sbatch", "salloc", "squeue", "scontrol", "scancel", "sinfo", "sacct", "sstat", "sattach",
             "sbcast")

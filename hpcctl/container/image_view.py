@@ -1,6 +1,6 @@
 """An image's tree as the job's user sees it, for the few facts the plan needs from inside an image.
 
-Root never reads image content on the host's view of the system: a confined child (hpcctl.runtime.confined) mounts
+Root never reads image content on the host's view of the system: a confined child (hpcctl.container.confined) mounts
 the squashfs read-only in a private mount namespace (kernel squashfs, on a loop device that goes away with the
 namespace), changes into it, becomes the job's user and reads from there. A file image is opened with the user's
 rights, so a path the user swaps for a link cannot hand them a file they could not read.
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime import confined
-from hpcctl.runtime.state import runtime_root
+from hpcctl.container.access import Identity
+from hpcctl.container import confined
+from hpcctl.container.state import runtime_root
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18

@@ -1,23 +1,17 @@
-"""What a step's container gets from the host: GPU driver stack and MPI, decided from the site config.
-
-``plan_injections`` is the entry point the SPANK plugin and `hpcctl site explain` call; its result goes into the
-step's MountPlan. Pure decisions: it reads the host and the image, and changes nothing.
-"""
+"""The entry point of injection: the GPU and MPI parts of a step's container, combined."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from hpcctl.inject import gpu, mpi
-from hpcctl.inject.injection import Injection
-from hpcctl.inject.step import StepInfo
+from hpcctl.container.inject import gpu, mpi
+from hpcctl.container.inject.injection import Injection
+from hpcctl.container.inject.step import StepInfo
 from hpcctl.site.config import SiteConfig
 
-if TYPE_CHECKING:  # the facts are read by hpcctl.runtime, which builds on this package
-    from hpcctl.runtime.image_facts import ImageFacts
-
-__all__ = ["Injection", "StepInfo", "plan_injections"]
+if TYPE_CHECKING:  # the facts are read by hpcctl.container, which builds on this package
+    from hpcctl.container.image_facts import ImageFacts
 
 
 def plan_injections(site: SiteConfig, step: StepInfo, facts: ImageFacts,

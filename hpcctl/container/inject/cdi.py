@@ -10,8 +10,8 @@ from __future__ import annotations
 import yaml
 
 from hpcctl.errors import HpcctlError
-from hpcctl.inject.injection import Injection
-from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.container.inject.injection import Injection
+from hpcctl.container.plan import EnvOp, PlanMount
 
 
 def load(path: str) -> dict:

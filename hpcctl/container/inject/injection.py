@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hpcctl.runtime.plan import EnvOp, PlanMount
+from hpcctl.container.plan import EnvOp, PlanMount
 
 
 @dataclass

@@ -4,8 +4,8 @@ import grp
 import os
 import pwd
 
-from hpcctl.runtime.identity import group_text, identity_mounts, passwd_text
-from hpcctl.runtime.image_facts import ImageFacts
+from hpcctl.container.identity import group_text, identity_mounts, passwd_text
+from hpcctl.container.image_facts import ImageFacts
 
 USER = pwd.struct_passwd(("alice", "x", 2001, 2001, "Alice", "/home/alice", "/bin/bash"))
 

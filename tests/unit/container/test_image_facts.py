@@ -8,9 +8,9 @@ import time
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime import confined, image_facts
-from hpcctl.runtime.image_facts import collect
+from hpcctl.container.access import Identity
+from hpcctl.container import confined, image_facts
+from hpcctl.container.image_facts import collect
 
 NOBODY = Identity(65534, 65534)
 

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from hpcctl.inject import abi, container_libs
-from hpcctl.inject.gres import gpu_files
+from hpcctl.container.inject import abi, container_libs
+from hpcctl.container.inject.gres import gpu_files
 from hpcctl.slurm.hostlist import expand
 
 from fake_gpu_host import image

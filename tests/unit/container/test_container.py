@@ -2,10 +2,10 @@
 
 import pwd
 
-from hpcctl.plugin import options
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime.build import Image, StepFacts
-from hpcctl.runtime.container import build_container
+from hpcctl.container import options
+from hpcctl.container.access import Identity
+from hpcctl.container.build import Image, StepFacts
+from hpcctl.container.container import build_container
 from hpcctl.site.config import load_site
 
 NOBODY = pwd.getpwnam("nobody")

@@ -1,9 +1,9 @@
 """The base of every step's plan: a private /dev, /proc and /sys last, site mounts (devices among them)."""
 
-from hpcctl.plugin import options
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime.image_facts import ImageFacts
-from hpcctl.runtime.build import Image, StepFacts, build_plan
+from hpcctl.container import options
+from hpcctl.container.access import Identity
+from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.build import Image, StepFacts, build_plan
 from hpcctl.site.config import load_site
 
 

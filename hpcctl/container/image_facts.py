@@ -1,6 +1,6 @@
 """What the plan needs to know from inside an image: its passwd and group files (to add the job's user), the
 libraries it has under the names host MPI replaces, its C library's version, and its linker directories. Read once
-per step, as the job's user, in a confined child (hpcctl.runtime.image_view)."""
+per step, as the job's user, in a confined child (hpcctl.container.image_view)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hpcctl.host.files import read_regular
-from hpcctl.inject import glibc
-from hpcctl.inject.abi import LibVersion
-from hpcctl.inject.container_libs import ContainerLib, ImageLibraries, conf_dirs, resolve_in_root
-from hpcctl.plugin.access import Identity
-from hpcctl.runtime import image_view
+from hpcctl.container.inject import glibc
+from hpcctl.container.inject.abi import LibVersion
+from hpcctl.container.inject.container_libs import ContainerLib, ImageLibraries, conf_dirs, resolve_in_root
+from hpcctl.container.access import Identity
+from hpcctl.container import image_view
 
 ACCOUNTS_BYTES = 1 << 20  # an image's passwd or group file beyond this is ignored
 
