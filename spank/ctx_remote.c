@@ -357,18 +357,7 @@ int ctx_remote_task_privileged(spank_t sp)
 /* A malloc'd copy of the task's variable NAME (NULL when unset), however long it is. */
 static char *task_get(void *ctx, const char *name)
 {
-    for (size_t len = 4096; len <= (64u << 20); len *= 4) {
-        char *buf = malloc(len);
-        if (!buf)
-            return NULL;
-        spank_err_t rc = spank_getenv((spank_t)ctx, name, buf, (int)len);
-        if (rc == ESPANK_SUCCESS)
-            return buf;
-        free(buf);
-        if (rc != ESPANK_NOSPACE)
-            return NULL;
-    }
-    return NULL;
+    return opts_getenv((spank_t)ctx, name);
 }
 
 static int task_set(void *ctx, const char *name, const char *value)

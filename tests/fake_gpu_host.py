@@ -9,9 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpcctl.container.image_facts import ImageFacts, collect
 from hpcctl.container.inject.mpi import image_linkers
 from hpcctl.container.inject.step import StepInfo
-from hpcctl.container.image_facts import ImageFacts, collect
 from hpcctl.site.config import load_site
 
 DRIVER = "535.104.05"

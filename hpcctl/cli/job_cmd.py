@@ -91,8 +91,8 @@ def register(sub) -> None:
 
 
 def _site_and_defaults(args):
-    from hpcctl.site.select import effective, resource_defaults
     from hpcctl.site.config import load_site
+    from hpcctl.site.select import effective, resource_defaults
 
     settings = effective(getattr(args, "site", None))
     return load_site(settings["site_file"].value), resource_defaults(settings)
@@ -232,9 +232,9 @@ def run_schema(args) -> int:
 
 
 def run_config_show(args) -> int:
-    from hpcctl.site.select import effective, slurm_cluster_name
     from hpcctl.runs.bundle import runs_dir
     from hpcctl.site.config import load_site
+    from hpcctl.site.select import effective, slurm_cluster_name
     from hpcctl.slurm.backend import select_backend
 
     settings = effective(getattr(args, "site", None))

@@ -106,8 +106,7 @@ def run_image(args) -> int:
     import os
     import socket
 
-    from hpcctl.container import options
-    from hpcctl.container import local
+    from hpcctl.container import local, options
     from hpcctl.site import select
 
     if args.json and not args.plan_only:

@@ -74,8 +74,7 @@ def run_explain(args) -> int:
     import socket
     import tempfile
 
-    from hpcctl.container import options
-    from hpcctl.container import local
+    from hpcctl.container import local, options
     from hpcctl.site import select
 
     site = select.load(args.site)

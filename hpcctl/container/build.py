@@ -8,16 +8,16 @@ import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container import slurm_client
 from hpcctl.container.access import Identity, examine
 from hpcctl.container.environment import compose, image_env
-from hpcctl.container.options import ContainerOptions
-from hpcctl.container.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
 from hpcctl.container.image_facts import ImageFacts
+from hpcctl.container.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
+from hpcctl.container.options import ContainerOptions
 from hpcctl.container.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.container.policy import check_source
 from hpcctl.container.site_mounts import plan_mount
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
 # A fresh /dev (a tmpfs) with only the harmless host devices: the container never sees, nor creates files in, the
@@ -139,6 +139,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
     writable = site.plugin.writable if options.writable is None else options.writable
     return MountPlan(image=image.path, image_user_file=image.user_file, owner_idmap=step.who.uid != 0,
-                     mounts=mounts, env=env, ldconfig=ldconfig, ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
+                     mounts=mounts, env=env, ldconfig=ldconfig,
+                     ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),
                      workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig)

@@ -17,8 +17,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.access import Identity
+from hpcctl.errors import HpcctlError
 
 MEMORY_LIMIT = 1 << 30  # address space of the child, bytes
 REPLY_LIMIT = 16 << 20  # bytes of JSON the parent accepts

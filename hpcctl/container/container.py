@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from hpcctl.container import image_facts
+from hpcctl.container.access import Identity
+from hpcctl.container.build import Image, StepFacts, build_plan
+from hpcctl.container.identity import identity_mounts
+from hpcctl.container.image_facts import ImageFacts
 from hpcctl.container.inject.layout import REMAP_ROOT_APT_CONF
 from hpcctl.container.inject.mpi import image_linkers
-from hpcctl.container.access import Identity
 from hpcctl.container.options import ContainerOptions
-from hpcctl.container import image_facts
-from hpcctl.container.build import Image, StepFacts, build_plan
-from hpcctl.container.image_facts import ImageFacts
-from hpcctl.container.identity import identity_mounts
 from hpcctl.container.plan import MountPlan, PlanMount
 from hpcctl.container.state import publish
 from hpcctl.site.config import SiteConfig

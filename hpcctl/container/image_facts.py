@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hpcctl.host.files import read_regular
+from hpcctl.container import image_view
+from hpcctl.container.access import Identity
 from hpcctl.container.inject import glibc
 from hpcctl.container.inject.abi import LibVersion
 from hpcctl.container.inject.container_libs import ContainerLib, ImageLibraries, conf_dirs, resolve_in_root
-from hpcctl.container.access import Identity
-from hpcctl.container import image_view
+from hpcctl.host.files import read_regular
 
 ACCOUNTS_BYTES = 1 << 20  # an image's passwd or group file beyond this is ignored
 

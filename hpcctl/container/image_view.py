@@ -18,10 +18,10 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from hpcctl.errors import HpcctlError
-from hpcctl.container.access import Identity
 from hpcctl.container import confined
+from hpcctl.container.access import Identity
 from hpcctl.container.state import runtime_root
+from hpcctl.errors import HpcctlError
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x4000, 1 << 18

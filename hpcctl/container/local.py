@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 
-from hpcctl.errors import HpcctlError
-from hpcctl.container.inject import gres
 from hpcctl.container.access import Identity
 from hpcctl.container.build import Image
 from hpcctl.container.container import Container
+from hpcctl.container.inject import gres
 from hpcctl.container.state import runtime_root
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
 # What a login would set; the plan's operations (image ENV, site rules, injections) apply on top, as in a job.

@@ -70,8 +70,8 @@ def _gpu(site: SiteConfig, node: str) -> list[Finding]:
 
 
 def _cdi(path: str) -> Finding:
-    from hpcctl.errors import HpcctlError
     from hpcctl.container.inject import cdi
+    from hpcctl.errors import HpcctlError
 
     if not os.path.exists(path):
         return Finding("gpu", "CDI spec", path, False, False, "absent: the driver list is used")

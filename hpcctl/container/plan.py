@@ -59,7 +59,8 @@ class MountPlan:
 
     def to_dict(self) -> dict:
         return {"image": self.image, "image_user_file": self.image_user_file, "owner_idmap": self.owner_idmap,
-                "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env], "ldconfig": self.ldconfig,
+                "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env],
+                "ldconfig": self.ldconfig,
                 "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,
                 "writable": self.writable, "upper": self.upper, "staging": self.staging, "workdir": self.workdir,
                 "entrypoint": list(self.entrypoint), "ldconfig_bin": self.ldconfig_bin}

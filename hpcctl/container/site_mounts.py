@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.plan import PlanMount
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import Mount
 
 PROPAGATION = ("private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable")

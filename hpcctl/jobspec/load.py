@@ -5,11 +5,28 @@ from __future__ import annotations
 import re
 
 from hpcctl.errors import ConfigError
-from hpcctl.jobspec.model import (DEPENDENCY_KINDS, ContainerOptions, Dependency, JobFile, JobSpec, MountSpec,
-                                  MpiSpec, Resources)
+from hpcctl.jobspec.model import (
+    DEPENDENCY_KINDS,
+    ContainerOptions,
+    Dependency,
+    JobFile,
+    JobSpec,
+    MountSpec,
+    MpiSpec,
+    Resources,
+)
 from hpcctl.jobspec.schema import JOB_SCHEMA
-from hpcctl.schema.validate import (Located, Problem, load_yaml, path_text, read_yaml_text, strings, unprintable,
-                                    validate, without_problems)
+from hpcctl.schema.validate import (
+    Located,
+    Problem,
+    load_yaml,
+    path_text,
+    read_yaml_text,
+    strings,
+    unprintable,
+    validate,
+    without_problems,
+)
 from hpcctl.site.config import SiteConfig, parse_size
 
 SCHEMA_FIX = "see `hpcctl schema` for the allowed keys"

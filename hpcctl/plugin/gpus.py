@@ -12,10 +12,9 @@ import os
 import re
 from collections.abc import Mapping
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.inject.gpu import device_files
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
-
 
 # Host GPU indices, most specific first. With ConstrainDevices=yes Slurm numbers CUDA_VISIBLE_DEVICES from 0 on
 # every node, while SLURM_STEP_GPUS / SLURM_JOB_GPUS keep the node's GRES index that says which device is meant.

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.access import Identity, readable
-from hpcctl.container.options import is_file_reference
 from hpcctl.container.build import Image
+from hpcctl.container.options import is_file_reference
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
 

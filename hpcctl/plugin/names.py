@@ -12,9 +12,9 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.build import Image
 from hpcctl.container.state import runtime_root
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
 
@@ -92,7 +92,7 @@ def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: st
                           f"join it with --container-name={name}:exec, or choose another name")
     if mode == "exec" and not _still_running(directory):
         raise HpcctlError(f"--container-name: '{name}' is not running in this job on {node}",
-                          f"start it in another step first, or drop :exec to start it from its kept state")
+                          "start it in another step first, or drop :exec to start it from its kept state")
     if mode == "create" and os.path.isdir(directory):
         shutil.rmtree(directory)
     if not os.path.exists(meta):

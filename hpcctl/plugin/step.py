@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import sys
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container import options
-from hpcctl.plugin import gpus, images, names, node
 from hpcctl.container.access import Identity
-from hpcctl.plugin.protocol import serve
 from hpcctl.container.build import StepFacts
 from hpcctl.container.container import build_container
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin import gpus, images, names, node
+from hpcctl.plugin.protocol import serve
 from hpcctl.site.config import SiteConfig
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container import options
-from hpcctl.plugin import images
 from hpcctl.container.access import problem_of
-from hpcctl.plugin.protocol import serve
 from hpcctl.container.policy import check_source
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin import images
+from hpcctl.plugin.protocol import serve
 from hpcctl.site.config import SiteConfig
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hpcctl.sandbox import layout as L
 from hpcctl.sandbox.daemons import StepFailed
-from hpcctl.sandbox.oci_push import OCI_MANIFEST, DOCKER_MANIFEST, Pusher, build_layer, image_config
+from hpcctl.sandbox.oci_push import DOCKER_MANIFEST, OCI_MANIFEST, Pusher, build_layer, image_config
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ROOTFS_DIR = L.BUILD_CACHE / "rootfs"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from hpcctl.errors import HpcctlError
 from hpcctl.resources import data_dir
-from hpcctl.sandbox import layout as L
 from hpcctl.sandbox import daemons, mpi_image, packages, plugin, registry, slurm_conf, test_images, users
+from hpcctl.sandbox import layout as L
 from hpcctl.sandbox.daemons import Daemon, StepFailed
 from hpcctl.sandbox.oci_push import Pusher
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from hpcctl.slurm.commands import SUBMIT_FIX, CommandBackend, SubmitError, Submission, one_line
+from hpcctl.slurm.commands import SUBMIT_FIX, CommandBackend, Submission, SubmitError, one_line
 
 
 class PyslurmBackend(CommandBackend):

@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from image_layers import e, push_to_sandbox
 from image_site import ImageSite, listing
 

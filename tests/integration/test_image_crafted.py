@@ -7,7 +7,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from image_layers import CRAFTED, push_to_sandbox
 from image_site import ImageSite, listing
 

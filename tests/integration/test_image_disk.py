@@ -7,12 +7,12 @@ import subprocess
 from collections import namedtuple
 
 import pytest
+from image_site import ImageSite
 
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import NoSpace
 from hpcctl.site.config import load_site
-from image_site import ImageSite
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-
 from image_site import ImageSite, listing
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from image_site import ImageSite, listing
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from fake_gpu_host import DRIVER, build_fake_host
-from hpcctl.sandbox.mpi_image import MPICH_ABI, OPENMPI
 from image_layers import e, push_to_sandbox
 from image_site import hpcctl_cmd
+
+from hpcctl.sandbox.mpi_image import MPICH_ABI, OPENMPI
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,7 @@ import tempfile
 
 import pytest
 
-from tests.integration.plugin_helpers import (MARKER, NO_MPI, entrypoint_image, image, push_busybox_variant, srun,
-                                              work)
+from tests.integration.plugin_helpers import MARKER, NO_MPI, entrypoint_image, image, push_busybox_variant, srun, work
 
 pytestmark = pytest.mark.integration
 __all__ = ["entrypoint_image", "image", "work"]  # module fixtures
@@ -112,7 +111,7 @@ def test_environment_order_and_what_survives(sandbox, work):
 
 
 def test_missing_working_directory_in_a_batch_job(sandbox, image):
-    job = sandbox.sbatch(f"#!/bin/sh\npwd\n", f"--container-image={image}", NO_MPI, "--no-container-mount-home")
+    job = sandbox.sbatch("#!/bin/sh\npwd\n", f"--container-image={image}", NO_MPI, "--no-container-mount-home")
     assert job.state == "COMPLETED", job.output
     lines = job.output.strip().split("\n")
     assert lines[0].startswith("hpcctl: the working directory /home/hpcuser/hpcctl-tests/")

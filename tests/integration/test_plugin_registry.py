@@ -4,8 +4,14 @@ import uuid
 
 import pytest
 
-from tests.integration.plugin_helpers import (NO_MPI, entrypoint_image, job_across_a_retag, push_busybox_variant,
-                                              srun, work)
+from tests.integration.plugin_helpers import (
+    NO_MPI,
+    entrypoint_image,
+    job_across_a_retag,
+    push_busybox_variant,
+    srun,
+    work,
+)
 
 pytestmark = pytest.mark.integration
 __all__ = ["entrypoint_image", "work"]  # module fixtures

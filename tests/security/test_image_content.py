@@ -16,15 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.plugin_helpers import srun
+from tests.integration.plugin_helpers import srun, work
 from tests.security.hostile_images import build, shared_object
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
+__all__ = ["work"]  # module fixture
 
 
 @pytest.fixture

@@ -13,21 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.plugin_helpers import build_image, srun
+from tests.integration.plugin_helpers import image, srun, work
 
 pytestmark = pytest.mark.integration
+__all__ = ["image", "work"]  # module fixtures
 
 SHOW = "cat /proc/self/mountinfo; echo DEVICES; ls /dev; echo CACHE; ls -l /etc/ld.so.cache 2>&1; true"
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
-
-
-@pytest.fixture(scope="module")
-def image(work):
-    return str(build_image(work))
 
 
 def container_view(text: str) -> list[str]:

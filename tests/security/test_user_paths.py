@@ -9,19 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.plugin_helpers import NO_MPI, build_image, srun
+from tests.integration.plugin_helpers import NO_MPI, image, srun, work
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def work(sandbox):
-    return sandbox.workdir()
-
-
-@pytest.fixture(scope="module")
-def image(work):
-    return str(build_image(work))
+__all__ = ["image", "work"]  # module fixtures
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import yaml
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.inject.injection import Injection
 from hpcctl.container.plan import EnvOp, PlanMount
+from hpcctl.errors import HpcctlError
 
 
 def load(path: str) -> dict:

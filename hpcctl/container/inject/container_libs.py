@@ -9,11 +9,10 @@ from __future__ import annotations
 import fnmatch
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from hpcctl.container.inject import abi
 from hpcctl.host import ldcache
 from hpcctl.host.files import read_regular
-from hpcctl.container.inject import abi
 
 LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/lib64",
             "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import re
 
-from hpcctl.host import elf
 from hpcctl.container.inject.container_libs import ImageLibraries
+from hpcctl.host import elf
 
 _GLIBC = re.compile(r"^GLIBC_(\d+(?:\.\d+)+)$")
 

@@ -15,13 +15,13 @@ import stat
 import subprocess
 from collections.abc import Mapping
 
-from hpcctl.errors import HpcctlError
-from hpcctl.host import ldcache
 from hpcctl.container.inject import cdi, gres
-from hpcctl.container.inject.layout import BINDIR, HOST_PATH, LIBDIR
 from hpcctl.container.inject.injection import Injection
+from hpcctl.container.inject.layout import BINDIR, HOST_PATH, LIBDIR
 from hpcctl.container.inject.step import StepInfo
 from hpcctl.container.plan import EnvOp, PlanMount
+from hpcctl.errors import HpcctlError
+from hpcctl.host import ldcache
 from hpcctl.site.config import SiteConfig
 
 DRIVER_VERSION_FILE = "/proc/driver/nvidia/version"

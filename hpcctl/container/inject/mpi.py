@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from hpcctl.errors import HpcctlError
-from hpcctl.host import elf, ldcache
 from hpcctl.container.inject import abi, glibc
 from hpcctl.container.inject.injection import Injection
 from hpcctl.container.inject.layout import LIBDIR
 from hpcctl.container.inject.step import StepInfo
 from hpcctl.container.plan import EnvOp, PlanMount
 from hpcctl.container.site_mounts import plan_mount
+from hpcctl.errors import HpcctlError
+from hpcctl.host import elf, ldcache
 from hpcctl.site.config import MpiFlavour, SiteConfig
 
 if TYPE_CHECKING:  # the facts are read by hpcctl.container, which builds on this package

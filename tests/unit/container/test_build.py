@@ -2,8 +2,8 @@
 
 from hpcctl.container import options
 from hpcctl.container.access import Identity
-from hpcctl.container.image_facts import ImageFacts
 from hpcctl.container.build import Image, StepFacts, build_plan
+from hpcctl.container.image_facts import ImageFacts
 from hpcctl.site.config import load_site
 
 

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from hpcctl.errors import HpcctlError
-from hpcctl.container.access import Identity
 from hpcctl.container import confined, image_facts
+from hpcctl.container.access import Identity
 from hpcctl.container.image_facts import collect
+from hpcctl.errors import HpcctlError
 
 NOBODY = Identity(65534, 65534)
 

@@ -10,10 +10,9 @@ import pytest
 
 from hpcctl.cli import build_parser
 from hpcctl.cli.run_cmd import _named_as_run_options, _raw_options
+from hpcctl.container import local, options
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin.gpus import requested
-from hpcctl.container import options
-from hpcctl.container import local
 from hpcctl.site.config import load_site
 
 ROOT = pwd.getpwuid(0)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from fake_registry import SMALL, FakeRegistry, push
+
 from hpcctl.image import registry as registry_module
 from hpcctl.site.config import CacheConfig, RegistryConfig, SiteConfig
 

@@ -9,13 +9,13 @@ import time
 from collections import namedtuple
 
 import pytest
-
 from fake_registry import SMALL, push
+from image_layers import e
+
 from hpcctl.errors import HpcctlError
 from hpcctl.image import api, gc
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import NoSpace, NotFound
-from image_layers import e
 
 
 def pull_three(reg, site):

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from fake_registry import push
+from image_layers import e
+
 from hpcctl.image import api, locks
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import LockBusy
-from image_layers import e
 
 
 def mode(path) -> int:

@@ -7,10 +7,10 @@ import subprocess
 import tarfile
 
 import pytest
+from image_layers import BASE, CRAFTED, e, tar_bytes
 
 from hpcctl.image.errors import UnsafeLayer
 from hpcctl.image.flatten import Flattener
-from image_layers import BASE, CRAFTED, e, tar_bytes
 
 
 def flatten(layers_bottom_up: list) -> tuple[dict, object]:

@@ -8,12 +8,12 @@ import subprocess
 from collections import namedtuple
 
 import pytest
-
 from fake_registry import SMALL, push
+from image_layers import e
+
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import AuthDenied, DigestMismatch, NoSpace, NotFound, RegistryError, RegistryUnreachable
-from image_layers import e
 
 
 def ref(reg, repo="test/small", tag="v1"):
@@ -180,6 +180,7 @@ def test_crafted_image_is_refused_end_to_end(fake_registry, site):
 
 def test_mirrors_are_tried_first_and_a_dead_mirror_falls_back_to_the_registry(fake_registry, site):
     import dataclasses
+
     from fake_registry import FakeRegistry
     mirror = FakeRegistry().start()
     try:

@@ -11,14 +11,14 @@ import threading
 import time
 
 import pytest
-
 from fake_registry import DOCKER_MANIFEST, SMALL, digest_of, push
+from image_layers import e
+
 from hpcctl.image import api
 from hpcctl.image.cache import ImageCache
 from hpcctl.image.errors import AuthDenied, DigestMismatch, RegistryError, RegistryUnreachable
 from hpcctl.image.reference import parse
 from hpcctl.image.registry import Registry, RegistryConfigView, _backoff
-from image_layers import e
 
 
 def listing(path) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from hpcctl.errors import ConfigError, HpcctlError
-from hpcctl.site import select as user_config
 from hpcctl.jobspec.load import load_job_file, parse_job_file
 from hpcctl.render.script import render_job
 from hpcctl.schema.validate import MAX_YAML_BYTES
+from hpcctl.site import select as user_config
 from hpcctl.site.config import load_site
 
 REPO = Path(__file__).resolve().parents[3]

@@ -1,6 +1,5 @@
 """The job epilog stops any container holder of the job still alive on the node (none should be)."""
 
-import os
 import subprocess
 import time
 

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from hpcctl.container.build import Image
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin import names
-from hpcctl.container.build import Image
 from hpcctl.site.config import load_site
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container import options
+from hpcctl.errors import HpcctlError
 
 
 def test_pyxis_image_forms():

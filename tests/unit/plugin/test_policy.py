@@ -2,8 +2,8 @@
 
 import pytest
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.policy import check_source
+from hpcctl.errors import HpcctlError
 from hpcctl.site.config import UserMountPolicy
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hpcctl.errors import ConfigError, HpcctlError
-from hpcctl.site import select as user_config
 from hpcctl.site import config as site_config
+from hpcctl.site import select as user_config
 
 REPO = Path(__file__).resolve().parents[3]
 

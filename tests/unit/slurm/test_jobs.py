@@ -3,8 +3,7 @@
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.slurm.jobs import (expand_output, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable,
-                               split_ref)
+from hpcctl.slurm.jobs import expand_output, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable, split_ref
 
 
 @pytest.mark.parametrize("out,expected", [("123\n", ("123", None)), ("123;sandbox\n", ("123", "sandbox")),

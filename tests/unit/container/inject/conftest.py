@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from fake_gpu_host import FakeHost, build_fake_host
 
 

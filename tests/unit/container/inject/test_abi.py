@@ -3,12 +3,11 @@
 import os
 
 import pytest
+from fake_gpu_host import image
 
 from hpcctl.container.inject import abi, container_libs
 from hpcctl.container.inject.gres import gpu_files
 from hpcctl.slurm.hostlist import expand
-
-from fake_gpu_host import image
 
 
 @pytest.mark.parametrize("name,linker,version", [

@@ -3,15 +3,14 @@
 import json
 
 import pytest
+from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, facts, image, step_info
 
-from hpcctl.errors import HpcctlError
+from hpcctl.container.inject.gpu import NVIDIA_IMAGE_ENV, remap
 from hpcctl.container.inject.plan import plan_injections as combined
 from hpcctl.container.inject.step import StepInfo
-from hpcctl.container.inject.gpu import NVIDIA_IMAGE_ENV, remap
-from hpcctl.plugin.gpus import requested
 from hpcctl.container.plan import EnvOp
-
-from fake_gpu_host import DRIVER, LIBDIR, OLD_DRIVER, facts, image, step_info
+from hpcctl.errors import HpcctlError
+from hpcctl.plugin.gpus import requested
 
 
 def step(gpus: str, node: str = "n1") -> StepInfo:

@@ -1,13 +1,12 @@
 """Host MPI injection against fake versioned libmpi in fake images: compatible, major- and minor-incompatible."""
 
 import pytest
+from fake_gpu_host import LIBDIR, facts, image, step_info
 
-from hpcctl.errors import HpcctlError
 from hpcctl.container.inject.plan import plan_injections as combined
 from hpcctl.container.inject.step import StepInfo
 from hpcctl.container.plan import EnvOp
-
-from fake_gpu_host import LIBDIR, facts, image, step_info
+from hpcctl.errors import HpcctlError
 
 IMAGE_LIB = "/usr/lib/x86_64-linux-gnu"
 
