@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,7 +235,14 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
         sh->state = 2;
         _exit(1);
     }
-    alarm(SETUP_SECONDS); /* whatever the image or the user's paths do, the setup ends: SIGALRM kills the holder */
+    /* whatever the image or the user's paths do, the setup ends: SIGALRM kills the holder (slurmstepd forks it
+     * with SIGALRM blocked, so unblocked here) */
+    sigset_t alarm_only;
+    sigemptyset(&alarm_only);
+    sigaddset(&alarm_only, SIGALRM);
+    signal(SIGALRM, SIG_DFL);
+    sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
+    alarm(SETUP_SECONDS);
     int joined = json_is_object(join) ? join_running(join, plan.cwd, &sh->cwd_missing, sh->error,
                                                      sizeof(sh->error)) : 1;
     if (joined < 0 || (joined == 1 && plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error)))) {
@@ -332,14 +340,37 @@ static int await_container(void)
     return 0;
 }
 
+/* Whether PID is this step's holder: a root process whose fd 4 is the read end of the step's keep pipe. */
+static int is_our_holder(int pid)
+{
+    struct stat pipe_st, proc_st;
+    char path[64], link[64], want[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/4", pid);
+    ssize_t n = readlink(path, link, sizeof(link) - 1);
+    if (n <= 0 || fstat(st.keep_fd, &pipe_st))
+        return 0;
+    link[n] = '\0';
+    snprintf(want, sizeof(want), "pipe:[%lu]", (unsigned long)pipe_st.st_ino);
+    snprintf(path, sizeof(path), "/proc/%d", pid);
+    return strcmp(link, want) == 0 && stat(path, &proc_st) == 0 && proc_st.st_uid == 0;
+}
+
 int ctx_remote_task_privileged(spank_t sp)
 {
     char path[64];
     (void)sp;
     if (!st.enabled || st.error[0] || await_container())
         return 0;
-    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", st.shared->holder);
+    int holder = st.shared->holder;
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", holder);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* the page that names the holder is writable by a task the user may control (remap-root makes it dumpable):
+     * checked after the open, so the namespace is that of the very process holding our end of the keep pipe */
+    if (fd >= 0 && !is_our_holder(holder)) {
+        snprintf(st.error, sizeof(st.error), "the container's setup process is not the one this step started");
+        close(fd);
+        return 0;
+    }
     if (fd < 0 || setns(fd, CLONE_NEWNS)) {
         snprintf(st.error, sizeof(st.error), "cannot enter the container: %s", strerror(errno));
         if (fd >= 0)

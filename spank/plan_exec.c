@@ -196,9 +196,10 @@ static int make_target(const char *target, int want_dir, int replace_link)
         if (mkdirs(parent))
             return -1;
     }
-    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    /* non-blocking: a FIFO raced in after the stat (inside a user's bind) fails instead of holding root */
+    int fd = open(target, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
     if (fd < 0 && errno == ELOOP && replace_link && unlink(target) == 0)
-        fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        fd = open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
     if (fd < 0)
         return -1;
     close(fd);
@@ -338,7 +339,9 @@ static int idmap_to_owner(const struct plan *p, const char *path, char *err, siz
     return 0;
 }
 
-static int mount_image(const struct plan *p, const char *lower, char *err, size_t errlen)
+/* *is_dir: the image is a root directory (an admin's, through hpcctl run), never id-mapped: a directory of the
+ * host's would show root's files as the user's. */
+static int mount_image(const struct plan *p, const char *lower, int *is_dir, char *err, size_t errlen)
 {
     struct stat st;
     int img = open_image(p, err, errlen);
@@ -347,6 +350,11 @@ static int mount_image(const struct plan *p, const char *lower, char *err, size_
     if (fstat(img, &st)) {
         close(img);
         FAIL("cannot stat image %s: %s", p->image, strerror(errno));
+    }
+    *is_dir = S_ISDIR(st.st_mode);
+    if (*is_dir && p->image_user_file) {
+        close(img);
+        FAIL("image %s is a directory: pass a squashfs file", p->image);
     }
     if (S_ISDIR(st.st_mode)) {
         int tree = open_tree(img, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH);
@@ -605,9 +613,11 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     }
     if (mkdirs(lower) || mkdirs(root) || mkdirs(upper) || mkdirs(work))
         FAIL("cannot create the container's directories: %s", strerror(errno));
-    if (mount_image(p, lower, err, errlen) || (p->owner_idmap && idmap_to_owner(p, lower, err, errlen)))
+    int image_dir = 0;
+    if (mount_image(p, lower, &image_dir, err, errlen) ||
+        (p->owner_idmap && !image_dir && idmap_to_owner(p, lower, err, errlen)))
         goto out;
-    if (p->owner_idmap && chown(upper, p->uid, p->gid))
+    if (p->owner_idmap && !image_dir && chown(upper, p->uid, p->gid))
         FAIL("cannot give the container's root to the job's user: %s", strerror(errno));
     snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s,index=off", lower, upper, work);
     if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts))

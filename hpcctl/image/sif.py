@@ -63,7 +63,8 @@ def _dump(tool: str, path: Path, digest: str, cache: ImageCache):
         with open(partial, "wb") as out:
             subprocess.run([tool, "sif", "dump", partition, str(path)], stdout=out, check=True, timeout=3600)
         return cache.publish(digest, partial, {"reference": str(path), "layers": [],
-                                               "config": ImageConfig().to_dict(), "auth_required": False,
+                                               "config": ImageConfig().to_dict(),
+                                               "auth_required": not path.stat().st_mode & 0o004,
                                                "source": "sif"})
     finally:
         partial.unlink(missing_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hpcctl.container.access import Identity, readable
 from hpcctl.container.build import Image
 from hpcctl.container.options import is_file_reference
@@ -47,6 +49,9 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
         if problem:
             raise HpcctlError(f"--container-image: {reference} {problem}",
                               "pass a squashfs file that exists on the compute nodes and that you can read")
+        if os.path.isdir(reference):  # only a squashfs file: a directory would be the host's own tree
+            raise HpcctlError(f"--container-image: {reference} is a directory",
+                              "pass a squashfs file (an unpacked tree: make one with mksquashfs)")
         return Image(path=reference, reference=reference, user_file=True)
     cached = _pinned_in_node_cache(reference, site) or _api().ensure(reference, site, uid=who.uid, gid=who.gid)
     return Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path)

@@ -26,7 +26,7 @@ def handle(request: dict, site: SiteConfig) -> dict:
     if not opts.image:
         return {"pinned": None}
     if opts.image_is_file:
-        problem = problem_of(opts.image)
+        problem = problem_of(opts.image) or ("is a directory" if os.path.isdir(opts.image) else "")
         if problem:
             raise HpcctlError(f"--container-image: {opts.image} {problem}",
                               "pass a squashfs file that exists on the compute nodes and that you can read")

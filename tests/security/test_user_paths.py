@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -44,3 +45,25 @@ def test_an_image_path_swapped_for_a_link_gives_nothing_the_user_cannot_read(san
     subprocess.run(["chown", "-h", f"{sandbox.user}:{sandbox.user}", str(link)], check=True)
     r = srun(sandbox, f"--container-image={link}", NO_MPI, "cat", "/etc/marker", cwd=work)
     assert r.returncode != 0 and "hpcctl-test-image" not in r.stdout
+
+
+@pytest.mark.parametrize("tree", ["/", "/var/lib/hpcctl"])
+def test_a_directory_is_no_image(sandbox, work, tree):
+    """A directory given as the image would be the host's own tree, its root-owned files shown as the user's."""
+    r = srun(sandbox, f"--container-image={tree}", NO_MPI, "cat", "/etc/shadow", cwd=work)
+    assert r.returncode != 0 and "is a directory" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "root:" not in r.stdout
+
+
+def test_hpcctl_runs_root_tree_keeps_roots_files_roots(sandbox, root_only_dir):
+    """An admin's unpacked tree under hpcctl run --user is not id-mapped: its root-only files stay root's."""
+    tree = root_only_dir / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "etc").mkdir()
+    subprocess.run(["cp", "/bin/busybox", str(tree / "bin/sh")], check=True)
+    (tree / "etc/secret").write_text("root only\n")
+    (tree / "etc/secret").chmod(0o600)
+    root_only_dir.chmod(0o755)
+    r = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--user", sandbox.user, "--mpi", "none", str(tree), "--",
+                     "/bin/sh", "-c", "cat /etc/secret"], check=False, timeout=120, cwd="/")
+    assert "root only" not in r.stdout and r.returncode != 0, r.stdout + r.stderr
