@@ -129,7 +129,7 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
             return -1;
         if (p->mounts[i].target[0] != '/')
             FAIL("mount target '%s' is not an absolute path", p->mounts[i].target);
-        if (!one_of(p->mounts[i].kind, "bind", "dev", "tmpfs", "symlink") ||
+        if (!one_of(p->mounts[i].kind, "bind", "dev", "tmpfs", "symlink", "umount") ||
             !one_of(p->mounts[i].create, "auto", "dir", "file"))
             FAIL("mount %s: unknown kind '%s' or create '%s'", p->mounts[i].target, p->mounts[i].kind,
                  p->mounts[i].create);
@@ -543,7 +543,7 @@ static int path_under_bind(const struct plan *p, size_t n, const char *path)
     for (size_t j = 0; j < n; j++) {
         const struct plan_mount *m = &p->mounts[j];
         size_t len = strlen(m->target);
-        if (!is_kind(m, "tmpfs") && !is_kind(m, "symlink") && len > 1 && strncmp(path, m->target, len) == 0 &&
+        if ((is_kind(m, "bind") || is_kind(m, "dev")) && len > 1 && strncmp(path, m->target, len) == 0 &&
             path[len] == '/')
             return 1;
     }
@@ -623,9 +623,9 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     if (mount("overlay", root, "overlay", MS_NOSUID | MS_NODEV, opts))
         FAIL("cannot mount the overlay on the image: %s", strerror(errno));
     for (size_t i = 0; i < p->nmounts; i++)
-        if (!is_kind(&p->mounts[i], "tmpfs") && !is_kind(&p->mounts[i], "symlink") &&
-            (trees[i] = open_source(p, &p->mounts[i], err, errlen)) < 0)
-            goto out;
+        if (is_kind(&p->mounts[i], "bind") || is_kind(&p->mounts[i], "dev"))
+            if ((trees[i] = open_source(p, &p->mounts[i], err, errlen)) < 0)
+                goto out;
     if (p->ldconfig && (ldfd = open(p->ldconfig_bin, O_PATH | O_CLOEXEC)) < 0)
         FAIL("cannot open %s: %s", p->ldconfig_bin, strerror(errno));
     if (p->ldconfig && (lddir = open_ldcache_dir(p, err, errlen)) < 0)
@@ -640,7 +640,7 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
         goto out;
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
-        if (under_bind(p, i))
+        if (under_bind(p, i) || is_kind(m, "umount"))
             continue;
         if (is_kind(m, "symlink")) {
             if (symlink(m->source, m->target) && errno != EEXIST)
@@ -662,7 +662,7 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     for (size_t i = 0; i < p->nmounts; i++) {
         const struct plan_mount *m = &p->mounts[i];
         int nested = under_bind(p, i);
-        if (is_kind(m, "symlink") || (!nested && is_kind(m, "tmpfs")) || m->late)
+        if (is_kind(m, "symlink") || is_kind(m, "umount") || (!nested && is_kind(m, "tmpfs")) || m->late)
             continue;
         if (nested && make_target_as_user(p, m->target, is_kind(m, "tmpfs") || want_dir(m, trees[i])))
             FAIL("cannot create mount point %s in the container: %s", m->target, strerror(errno));
@@ -684,6 +684,11 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
         if (p->mounts[i].late && trees[i] >= 0 &&
             move_mount(trees[i], "", AT_FDCWD, p->mounts[i].target, MOVE_MOUNT_F_EMPTY_PATH))
             FAIL("cannot mount %s on %s: %s", p->mounts[i].source, p->mounts[i].target, strerror(errno));
+    /* last, the user's unmounts (pyxis' umount:DST): in the container's own namespace, never a link's target */
+    for (size_t i = 0; i < p->nmounts; i++)
+        if (is_kind(&p->mounts[i], "umount") && umount2(p->mounts[i].target, MNT_DETACH | UMOUNT_NOFOLLOW))
+            FAIL("cannot unmount %s in the container: %s (umount: needs a mount point)", p->mounts[i].target,
+                 strerror(errno));
     if (!p->writable && mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL))
         FAIL("cannot make the container read-only: %s", strerror(errno));
     rc = 0;

@@ -13,10 +13,10 @@ from hpcctl.container.access import Identity, examine
 from hpcctl.container.environment import compose, image_env
 from hpcctl.container.image_facts import ImageFacts
 from hpcctl.container.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
-from hpcctl.container.options import ContainerOptions
+from hpcctl.container.options import SPECIAL_SOURCES, ContainerOptions
 from hpcctl.container.plan import EnvOp, MountPlan, PlanMount
 from hpcctl.container.policy import check_source
-from hpcctl.container.site_mounts import plan_mount
+from hpcctl.container.site_mounts import carried_flags, plan_mount
 from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
@@ -107,15 +107,16 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
         mounts.append(PlanMount(home, "/root" if options.remap_root else home, readonly=False, create="dir",
                                 as_user=True, why="home directory" + (" at /root (--container-remap-root)"
                                                                       if options.remap_root else "")))
-    seen = examine([um.source for um in options.mounts if um.source != "tmpfs"], step.who)
+    seen = examine([um.source for um in options.mounts if um.source not in SPECIAL_SOURCES], step.who)
     for um in options.mounts:
-        if um.source == "tmpfs":
-            mounts.append(PlanMount("tmpfs", um.target, kind="tmpfs", readonly=False, create="dir",
-                                    why="--container-mounts"))
+        if um.source in SPECIAL_SOURCES:
+            mounts.append(PlanMount(um.source, um.target, kind=um.source, readonly=um.readonly, create="dir",
+                                    options=um.tmpfs_options, flags=carried_flags(um.flags),
+                                    why=f"--container-mounts {um.source}"))
             continue
         real = check_source(um.source, site.user_mounts, seen[um.source][0])
         mounts.append(PlanMount(real, um.target, readonly=um.readonly, create=um.create, as_user=True,
-                                why=f"--container-mounts {um.source}"))
+                                flags=carried_flags(um.flags), why=f"--container-mounts {um.source}"))
     for source, (_, problem) in seen.items():
         if problem:
             raise HpcctlError(f"--container-mounts: {source} {problem}",

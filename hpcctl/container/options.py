@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from hpcctl.errors import HpcctlError
 
 NAME_MODES = ("auto", "create", "exec", "no_exec")
-MOUNT_FLAGS = {"ro", "rw", "bind", "rbind", "private", "rprivate", "slave", "rslave", "nosuid", "nodev", "noexec",
-               "x-create=dir", "x-create=file", "x-create=auto"}
+MOUNT_FLAGS = {"ro", "rw", "bind", "rbind", "private", "rprivate", "slave", "rslave", "shared", "rshared",
+               "unbindable", "runbindable", "nosuid", "nodev", "noexec", "x-create=dir", "x-create=file",
+               "x-create=auto"}
+TMPFS_OPTIONS = re.compile(r"(size|nr_blocks|nr_inodes|mode|huge)=[A-Za-z0-9_%]+")  # tmpfs's own, as mount -o
+SPECIAL_SOURCES = ("tmpfs", "umount")  # a fresh tmpfs; an unmount of what is at DST (pyxis' x-detach)
 _TRUE = {"1", "true", "yes", "on", "y"}
 _FALSE = {"0", "false", "no", "off", "n"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -26,10 +29,12 @@ _REFERENCE = re.compile(r"(?:[^@/#\s]+@)?(?:[A-Za-z0-9.-]+(?::\d+)?[#/])?[a-z0-9
 
 @dataclass(frozen=True)
 class UserMount:
-    source: str  # absolute host path, or "tmpfs"
+    source: str  # absolute host path, "tmpfs" or "umount"
     target: str
     readonly: bool = False
     create: str = "auto"
+    flags: tuple[str, ...] = ()  # every flag given, in order (the plan carries those the C side applies)
+    tmpfs_options: str = ""  # size=..., mode=..., as mount -o takes them
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,12 @@ def _mount_fields(item: str, value: str) -> tuple[str, str, set[str]]:
 
 
 def _mount_source(source: str, item: str, cwd: str) -> str:
-    if source == "tmpfs":
+    if source in SPECIAL_SOURCES:
         return source
     if source.startswith(("/", ".")):
         return _absolute(source, cwd)
     raise HpcctlError(f"--container-mounts: source '{source}' in '{item}' is not a path",
-                      "write an absolute path, a path starting with ./, or tmpfs")
+                      "write an absolute path, a path starting with ./, tmpfs or umount")
 
 
 def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
@@ -127,10 +132,12 @@ def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
     mounts = []
     for item in value.split(","):
         source, target, flags = _mount_fields(item, value)
-        unknown = sorted(flags - MOUNT_FLAGS)
+        tmpfs_options = sorted(f for f in flags if TMPFS_OPTIONS.fullmatch(f)) if source == "tmpfs" else []
+        unknown = sorted(flags - MOUNT_FLAGS - set(tmpfs_options))
         if unknown:
             raise HpcctlError(f"--container-mounts: unknown flag '{unknown[0]}' in '{item}'",
-                              f"use flags from: {', '.join(sorted(MOUNT_FLAGS))}, joined with +")
+                              f"use flags from: {', '.join(sorted(MOUNT_FLAGS))} (and for tmpfs size=, mode=, "
+                              "nr_blocks=, nr_inodes=, huge=), joined with +")
         if "ro" in flags and "rw" in flags:
             raise HpcctlError(f"--container-mounts: '{item}' is both ro and rw", "keep one of them")
         if not target.startswith("/"):
@@ -138,7 +145,8 @@ def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
                               "write the path inside the container starting with /")
         create = next((f.split("=", 1)[1] for f in flags if f.startswith("x-create=")), "auto")
         mounts.append(UserMount(_mount_source(source, item, cwd), os.path.normpath(target),
-                                readonly="ro" in flags, create=create))
+                                readonly="ro" in flags, create=create, flags=tuple(sorted(flags)),
+                                tmpfs_options=",".join(tmpfs_options)))
     return tuple(mounts)
 
 

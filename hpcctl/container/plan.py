@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 @dataclass(frozen=True)
 class PlanMount:
     """One mount inside the container. ``kind``: bind (host path), dev (a bind that keeps device nodes usable),
-    tmpfs (``options`` as for mount -o; default mode=1777), or symlink (``source`` is the link's text)."""
+    tmpfs (``options`` as for mount -o; default mode=1777), symlink (``source`` is the link's text), or umount
+    (what is mounted at ``target`` is detached, last)."""
 
     source: str
     target: str

@@ -21,7 +21,7 @@ from hpcctl.site.config import SiteConfig
 def handle(request: dict, site: SiteConfig) -> dict:
     opts = options.parse(request.get("options") or {}, os.getcwd())
     for mount in opts.mounts:
-        if mount.source != "tmpfs":
+        if mount.source not in options.SPECIAL_SOURCES:
             check_source(mount.source, site.user_mounts)
     if not opts.image:
         return {"pinned": None}

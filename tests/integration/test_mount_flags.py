@@ -72,3 +72,36 @@ def test_flags_reach_the_mounts(sandbox, site):
     assert any(f.startswith("master:") for f in seen["/m/slave"][1])
     assert "unbindable" in seen["/m/unbindable"][1]
     assert seen["/m/plain"][1] == []  # private by default
+
+
+def test_a_users_mount_flags_tmpfs_options_and_unmounts(sandbox, sources):
+    """pyxis' --container-mounts flags: propagation and noexec on a bind, tmpfs options, umount:DST."""
+    from tests.integration.plugin_helpers import srun
+
+    work = sandbox.workdir()
+    data = work / "data"
+    data.mkdir()
+    subprocess.run(["chown", "-R", f"{sandbox.user}:{sandbox.user}", str(work)], check=True)
+    r = srun(sandbox, f"--container-image={sandbox.registry}/hpcctl/busybox:latest", "--container-mpi=none",
+             f"--container-mounts={data}:/u:noexec+unbindable,tmpfs:/t:size=1m+mode=700+huge=within_size,"
+             "umount:/etc/hosts", "cat", "/proc/self/mountinfo", cwd=work)
+    assert r.returncode == 0, r.stderr
+    seen = {}
+    for line in r.stdout.splitlines():
+        fields = line.split()
+        dash = fields.index("-")
+        seen[fields[4]] = (fields[5].split(","), fields[6:dash], fields[dash + 3].split(","))
+    assert "noexec" in seen["/u"][0] and "unbindable" in seen["/u"][1]
+    assert {"size=1024k", "mode=700", "huge=within_size"} <= set(seen["/t"][2])
+    assert "/etc/hosts" not in seen
+
+
+def test_unknown_flags_and_an_unmount_of_nothing_are_one_line(sandbox):
+    from tests.integration.plugin_helpers import srun
+
+    image = f"--container-image={sandbox.registry}/hpcctl/busybox:latest"
+    bad = srun(sandbox, image, "--container-mounts=tmpfs:/t:uid=0+suid", "true", cwd="/tmp")
+    assert bad.returncode != 0 and "unknown flag" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    nothing = srun(sandbox, image, "--container-mpi=none", "--container-mounts=umount:/bin", "true", cwd="/tmp")
+    errors = [line for line in nothing.stderr.splitlines() if line.startswith("hpcctl: error:")]
+    assert nothing.returncode != 0 and len(errors) == 1 and "cannot unmount /bin" in errors[0], nothing.stderr
