@@ -53,6 +53,13 @@ class Image:
     hold: str | None = None  # file to keep a shared flock on while the step runs, so cache gc leaves the image
     user_file: bool = False  # a file the user named: opened with the user's rights, never root's
 
+    @classmethod
+    def of_cached(cls, cached, reference: str) -> "Image":
+        """The image a node cache entry (hpcctl.image.cache.CachedImage) gives; one without a digest is a squashfs
+        file the user named, which the cache only looked at."""
+        return cls(path=str(cached.path), reference=reference, config=cached.config.to_dict(),
+                   hold=cached.lock_path, user_file=not cached.digest)
+
 
 @dataclass(frozen=True)
 class StepFacts:

@@ -111,8 +111,7 @@ def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, prog
 
     cached = api.ensure(reference, site, uid=user.pw_uid, gid=user.pw_gid, progress=progress)
     with api.in_use(cached):
-        yield Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path,
-                    user_file=not cached.digest)  # a file the user named, not the cache's: opened with their rights
+        yield Image.of_cached(cached, reference)
 
 
 def state_dir(site: SiteConfig) -> str:

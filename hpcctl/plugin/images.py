@@ -54,4 +54,4 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
                               "pass a squashfs file (an unpacked tree: make one with mksquashfs)")
         return Image(path=reference, reference=reference, user_file=True)
     cached = _pinned_in_node_cache(reference, site) or _api().ensure(reference, site, uid=who.uid, gid=who.gid)
-    return Image(path=str(cached.path), reference=reference, config=cached.config.to_dict(), hold=cached.lock_path)
+    return Image.of_cached(cached, reference)
