@@ -132,8 +132,9 @@ static int start_time(int pid, char *out, size_t outlen)
  * Enter the mount namespace of the named container another step of the job runs (--container-name, auto/exec).
  * 1 when that step ended meanwhile (its holder is gone): the caller then makes a new container from the kept state.
  */
-static int join_running(json_t *join, const char *cwd, int *cwd_missing, char *err, size_t errlen)
+static int join_running(json_t *join, const struct plan *plan, int *cwd_missing, char *err, size_t errlen)
 {
+    const char *cwd = plan->cwd;
     char path[64], now[64];
     int pid = (int)json_integer_value(json_object_get(join, "pid"));
     const char *start = json_string_value(json_object_get(join, "start"));
@@ -144,6 +145,10 @@ static int join_running(json_t *join, const char *cwd, int *cwd_missing, char *e
         if (fd >= 0)
             close(fd);
         return 1;
+    }
+    if (plan_join_namespaces(pid, plan->unshare, err, errlen)) {
+        close(fd);
+        return -1;
     }
     int rc = setns(fd, CLONE_NEWNS);
     close(fd);
@@ -243,7 +248,7 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
     signal(SIGALRM, SIG_DFL);
     sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
     alarm(SETUP_SECONDS);
-    int joined = json_is_object(join) ? join_running(join, plan.cwd, &sh->cwd_missing, sh->error,
+    int joined = json_is_object(join) ? join_running(join, &plan, &sh->cwd_missing, sh->error,
                                                      sizeof(sh->error)) : 1;
     if (joined < 0 || (joined == 1 && plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error)))) {
         sh->state = 2;
@@ -368,6 +373,12 @@ int ctx_remote_task_privileged(spank_t sp)
      * checked after the open, so the namespace is that of the very process holding our end of the keep pipe */
     if (fd >= 0 && !is_our_holder(holder)) {
         snprintf(st.error, sizeof(st.error), "the container's setup process is not the one this step started");
+        close(fd);
+        return 0;
+    }
+    char err[512];
+    if (fd >= 0 && plan_join_namespaces(holder, 0, err, sizeof(err))) {
+        snprintf(st.error, sizeof(st.error), "%s", err);
         close(fd);
         return 0;
     }

@@ -74,8 +74,8 @@ static struct spank_option options[] = {
      ON(OPT_ENTRYPOINT_LOG), opt_set},
     {"container-save", "PATH", "[hpcctl] pyxis' option to save the container as a squashfs file: not supported yet",
      1, ARG(OPT_SAVE), opt_set},
-    {"container-unshare", "NS[,NS...]", "[hpcctl] pyxis' option to unshare namespaces: not supported yet", 1,
-     ARG(OPT_UNSHARE), opt_set},
+    {"container-unshare", "NS[,NS...]", "[hpcctl] namespaces the step gets of its own: net (a loopback only), ipc, uts",
+     1, ARG(OPT_UNSHARE), opt_set},
     SPANK_OPTIONS_TABLE_END
 };
 

@@ -7,6 +7,7 @@
 #include <grp.h>
 #include <linux/loop.h>
 #include <linux/openat2.h>
+#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -145,6 +147,16 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     p->entrypoint = str_list(json_object_get(plan, "entrypoint"));
     p->notes = str_list(json_object_get(plan, "notes"));
     p->ldconfig_dirs = str_list(json_object_get(plan, "ldconfig_dirs"));
+    size_t k;
+    json_t *ns;
+    json_array_foreach(json_object_get(plan, "unshare"), k, ns) {
+        const char *name = json_string_value(ns);
+        int flag = !name ? 0 : !strcmp(name, "net") ? CLONE_NEWNET : !strcmp(name, "ipc") ? CLONE_NEWIPC
+                 : !strcmp(name, "uts") ? CLONE_NEWUTS : 0;
+        if (!flag)
+            FAIL("unknown namespace '%s' to unshare", name ? name : "?");
+        p->unshare |= flag;
+    }
     if (!p->groups || !p->mounts || !p->env || !p->entrypoint || !p->notes || !p->ldconfig_dirs)
         FAIL("out of memory reading the mount plan");
     return 0;
@@ -579,6 +591,54 @@ static int make_target_as_user(const struct plan *p, const char *target, int dir
     return rc;
 }
 
+/* The new network namespace's loopback, up (as in pyxis: 127.0.0.1 answers, nothing else is reachable). */
+static int loopback_up(void)
+{
+    struct ifreq ifr = {0};
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    int rc = sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) ? -1 : 0;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    rc = rc || ioctl(sock, SIOCSIFFLAGS, &ifr) ? -1 : 0;
+    int saved = errno;
+    if (sock >= 0)
+        close(sock);
+    errno = saved;
+    return rc;
+}
+
+int plan_join_namespaces(int pid, int required, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        int flag;
+    } kinds[] = {{"net", CLONE_NEWNET}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}};
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        char path[64], own[64];
+        struct stat theirs, ours;
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, kinds[i].name);
+        snprintf(own, sizeof(own), "/proc/self/ns/%s", kinds[i].name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &theirs) || stat(own, &ours)) {
+            if (fd >= 0)
+                close(fd);
+            FAIL("cannot open the container's %s namespace: %s", kinds[i].name, strerror(errno));
+        }
+        int same = theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
+        if (same && (required & kinds[i].flag)) {
+            close(fd);
+            FAIL("the container is not in a separate %s namespace (it was made without --container-unshare=%s)",
+                 kinds[i].name, kinds[i].name);
+        }
+        int rc = same ? 0 : setns(fd, kinds[i].flag);
+        int saved = errno;
+        close(fd);
+        if (rc)
+            FAIL("cannot join the container's %s namespace: %s", kinds[i].name, strerror(saved));
+    }
+    return 0;
+}
+
 int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
 {
     char lower[4096], upper[4096], work[4096], root[4096], opts[16384];
@@ -596,6 +656,8 @@ int plan_enter(const struct plan *p, int *cwd_missing, char *err, size_t errlen)
     } while (0)
     if (unshare(CLONE_NEWNS))
         FAIL("cannot create a mount namespace: %s", strerror(errno));
+    if (p->unshare && (unshare(p->unshare) || ((p->unshare & CLONE_NEWNET) && loopback_up())))
+        FAIL("cannot make the step's own namespaces (--container-unshare): %s", strerror(errno));
     /* slave, as runc's default: the host's mount events still reach binds that ask for them (flag "slave"), and
      * nothing mounted here goes back to the host */
     if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))

@@ -34,6 +34,7 @@ struct plan {
     const char **ldconfig_dirs; /* NULL-terminated directories the linker cache covers besides ldconfig's own */
     int writable, ldconfig, image_user_file;
     int owner_idmap; /* the image's root-owned files appear owned by uid/gid (an id-mapped lower layer) */
+    int unshare;     /* CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS: namespaces of the step's own */
     uid_t uid;
     gid_t gid;
     gid_t *groups;
@@ -59,6 +60,11 @@ struct env_ops {
     void *ctx;
 };
 int plan_apply_env(const struct plan *p, const struct env_ops *ops);
+
+/* Join the namespaces (PLAN_NAMESPACES) of process PID; with REQUIRED (CLONE_NEW* flags), refuse one that is still
+ * the caller's own (a container made without --container-unshare). */
+#define PLAN_NAMESPACES (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+int plan_join_namespaces(int pid, int required, char *err, size_t errlen);
 
 /* Map the calling user to root in a new user namespace (--container-remap-root). */
 int plan_remap_root(uid_t uid, gid_t gid, char *err, size_t errlen);

@@ -150,4 +150,5 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
                      mounts=mounts, env=env, ldconfig=ldconfig,
                      ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),
-                     workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig)
+                     workdir=options.workdir or "", entrypoint=entrypoint, ldconfig_bin=site.gpu.ldconfig,
+                     unshare=list(options.unshare))

@@ -51,6 +51,7 @@ class ContainerOptions:
     entrypoint_log: bool = False
     writable: bool | None = None
     mpi: str | None = None
+    unshare: tuple[str, ...] = ()  # namespaces of the step's own (pyxis' --container-unshare): net, ipc, uts
 
     @property
     def image_is_file(self) -> bool:
@@ -184,13 +185,15 @@ _BOTH_WAYS = {"mount_home": ("--container-mount-home", "--no-container-mount-hom
               "remap_root": ("--container-remap-root", "--no-container-remap-root"),
               "entrypoint": ("--container-entrypoint", "--no-container-entrypoint"),
               "writable": ("--container-writable", "--container-readonly")}
-_NOT_YET = {"save": "--container-save", "unshare": "--container-unshare"}
+_NOT_YET = {"save": "--container-save"}
+NAMESPACES = ("net", "ipc", "uts")
 
 
 def _refuse(raw: dict) -> None:
     """What pyxis refuses before it starts, and what hpcctl does not do yet."""
     unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "env_host", "mount_home", "remap_root",
-                          "entrypoint", "entrypoint_log", "writable", "readonly", "mpi", "conflict", *_NOT_YET}
+                          "entrypoint", "entrypoint_log", "writable", "readonly", "mpi", "unshare", "conflict",
+                          *_NOT_YET}
     if unknown:
         raise HpcctlError(f"unknown container option '{sorted(unknown)[0]}'", "update the hpcctl plugin")
     if raw.get("conflict") in _BOTH_WAYS:
@@ -200,6 +203,16 @@ def _refuse(raw: dict) -> None:
         if key in raw:
             variable = f"PYXIS_{option[2:].upper().replace('-', '_')}"
             raise HpcctlError(f"{option} is not supported yet by hpcctl", f"drop the option or unset {variable}")
+
+
+def parse_unshare(value: str) -> tuple[str, ...]:
+    """pyxis' --container-unshare=NS[,NS...]: namespaces the step gets of its own, shared by its tasks."""
+    names = [n.strip() for n in value.split(",")]
+    unknown = [n for n in names if n not in NAMESPACES]
+    if unknown:
+        raise HpcctlError(f"--container-unshare: unknown namespace '{unknown[0]}'",
+                          f"use {', '.join(NAMESPACES)}, separated by commas")
+    return tuple(n for n in NAMESPACES if n in names)
 
 
 def _kept(raw: dict) -> tuple[str, ...]:
@@ -234,6 +247,8 @@ def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
         values["writable"] = not _flag("readonly", raw["readonly"])
     if "mpi" in raw:
         values["mpi"] = raw["mpi"].strip() or None
+    if "unshare" in raw:
+        values["unshare"] = parse_unshare(raw["unshare"])
     options = ContainerOptions(**values)
     if not options.image and not options.name:
         given = ", ".join(f"--container-{k.replace('_', '-')}" for k in sorted(set(raw) - {"env_host"}))

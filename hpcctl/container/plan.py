@@ -57,6 +57,7 @@ class MountPlan:
     workdir: str = ""  # --container-workdir; "" = the job's working directory
     entrypoint: list[str] = field(default_factory=list)  # run before the command when non-empty
     ldconfig_bin: str = "/sbin/ldconfig"  # the host's (static) ldconfig, run inside the container
+    unshare: list[str] = field(default_factory=list)  # namespaces of the step's own: net (loopback up), ipc, uts
 
     def to_dict(self) -> dict:
         return {"image": self.image, "image_user_file": self.image_user_file, "owner_idmap": self.owner_idmap,
@@ -64,4 +65,5 @@ class MountPlan:
                 "ldconfig": self.ldconfig,
                 "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,
                 "writable": self.writable, "upper": self.upper, "staging": self.staging, "workdir": self.workdir,
-                "entrypoint": list(self.entrypoint), "ldconfig_bin": self.ldconfig_bin}
+                "entrypoint": list(self.entrypoint), "ldconfig_bin": self.ldconfig_bin,
+                "unshare": list(self.unshare)}

@@ -222,9 +222,7 @@ def test_invalid_arguments_are_refused_in_one_line(sandbox, work, image, args, n
 
 @pytest.mark.parametrize("args, env, named", [
     (["--container-save=/tmp/state.sqsh"], {}, "--container-save"),
-    (["--container-unshare=net"], {}, "--container-unshare"),
     ([], {"PYXIS_CONTAINER_SAVE": "/tmp/state.sqsh"}, "--container-save"),
-    ([], {"PYXIS_CONTAINER_UNSHARE": "net"}, "--container-unshare"),
 ])
 def test_options_not_supported_yet_are_refused_in_one_line(sandbox, work, image, args, env, named):
     code, out, err = run(sandbox, work, f"--container-image={image}", NO_MPI, *args, "echo", "ran", env=env)

@@ -31,8 +31,8 @@ def test_pyxis_image_forms():
     ({"image": "x", "mounts": "/a:/a,,/b"}, "--container-mounts: '/a:/a,,/b' has an empty entry"),
     ({"image": "x", "conflict": "writable"}, "--container-writable and --container-readonly were both given"),
     ({"image": "x", "save": "/s.sqsh"}, "--container-save is not supported yet by hpcctl"),
-    ({"image": "x", "unshare": "net"}, "--container-unshare is not supported yet by hpcctl (drop the option or "
-                                       "unset PYXIS_CONTAINER_UNSHARE)"),
+    ({"image": "x", "unshare": "net,pid"}, "--container-unshare: unknown namespace 'pid' (use net, ipc, uts, "
+                                            "separated by commas)"),
     ({"image": "x", "name": "bad name"}, "--container-name: 'bad name' is not a valid name"),
     ({"image": "x", "name": "n:sometimes"}, "--container-name: unknown mode 'sometimes'"),
     ({"image": "x", "env": "OK,1BAD"}, "--container-env: '1BAD' is not a variable name"),
