@@ -145,3 +145,27 @@ def test_no_variable_reaches_the_helpers_interpreter(sandbox, work, image, tmp_p
              "--container-mpi=none", f"--container-image={image}", "true", cwd=work)
     assert r.returncode == 0, r.stderr
     assert not marker.exists()
+
+
+def slurm_step_variables(sandbox, work) -> list[str]:
+    """Every SLURM_*, SLURMD_*, PMI*, PMIX_*, CUDA_* and GPU_* name a GPU + PMIx step's environment has."""
+    r = srun(sandbox, "-w", "n1", "--gres=gpu:1", "--mpi=pmix", "env", cwd=work)
+    names = {line.split("=", 1)[0] for line in r.stdout.splitlines() if "=" in line}
+    return sorted(n for n in names if re.match(r"(SLURM|SLURMD|PMI|PMIX|CUDA|GPU)[A-Z0-9_]*$", n))
+
+
+@pytest.mark.parametrize("value", ["/etc", "../../../root", "/home/hpcuser/" + "x" * 2000])
+def test_every_slurm_pmix_and_cuda_variable_set_hostile_changes_nothing(sandbox, work, image, value):
+    """Each variable Slurm, PMIx and the GPU plugin put in a step's environment, set by the user to a hostile value:
+    the root side builds the same container (mounts, devices, linker cache) or refuses the step in one line."""
+    names = slurm_step_variables(sandbox, work)
+    assert len(names) > 40
+    baseline = view(sandbox, work, image, "--gres=gpu:1", "--mpi=pmix")
+    assert baseline.returncode == 0, baseline.stderr
+    hostile = view(sandbox, work, image, "--gres=gpu:1", "--mpi=pmix", export={n: value for n in names})
+    if hostile.returncode == 0:
+        assert container_view(hostile.stdout) == container_view(baseline.stdout)
+    else:
+        errors = [line for line in hostile.stderr.splitlines() if "error" in line]
+        assert len(errors) <= 2 and not any("Traceback" in line for line in hostile.stderr.splitlines()), \
+            hostile.stderr
