@@ -278,9 +278,10 @@ int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg)
         return 0;
     }
     json_t *input = json_pack("{s:o, s:o}", "options", opts_to_json(), "job", job_facts(sp));
-    char pin[4096];
-    if (spank_getenv(sp, PINNED_ENV, pin, sizeof(pin)) == ESPANK_SUCCESS)
+    char *pin = opts_getenv(sp, PINNED_ENV); /* any length: a long reference keeps its pin */
+    if (pin)
         json_object_set_new(input, "pinned", json_string(pin));
+    free(pin);
     if (pipe2(ready, O_CLOEXEC) || pipe2(keep, O_CLOEXEC)) {
         snprintf(st.error, sizeof(st.error), "cannot create pipes: %s", strerror(errno));
         json_decref(input);
