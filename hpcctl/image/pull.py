@@ -14,7 +14,7 @@ from pathlib import Path
 from hpcctl.image import gc
 from hpcctl.image.cache import Entry, ImageCache, ImageConfig
 from hpcctl.image.errors import NoSpace, RegistryError
-from hpcctl.image.flatten import Flattener
+from hpcctl.image.flatten import Flattener, FlattenReport
 from hpcctl.image.layers import LayerStore
 from hpcctl.image.progress import Progress, human
 from hpcctl.image.registry import Manifest, Registry
@@ -50,6 +50,14 @@ def check_space(cache: ImageCache, need: int, reference: str, low_watermark: int
                       "remove images with `hpcctl image rm`, or ask the admin for a larger cache disk")
 
 
+def _clamp_note(report: FlattenReport) -> str:
+    """The one progress line an image with mtimes past 2106 gets; '' for the others."""
+    if not report.mtimes_clamped:
+        return ""
+    return (f"note: {report.mtimes_clamped} mtimes past 2106 were clamped to 2106-02-07 "
+            "(squashfs stores 32-bit seconds)")
+
+
 def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: str, compression: str,
           low_watermark: int, progress: Progress, extra_meta: dict | None = None) -> Entry:
     """Download, flatten and convert; call with the image's pull lock held. Leaves nothing valid on failure. Room is
@@ -76,17 +84,17 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
                        for d in reversed(layers)]
             try:
                 with SquashfsWriter(partial, compression) as writer:
-                    flattener = Flattener(writer.stdin)
+                    flattener = Flattener(writer.stdin, spill_dir=str(cache.tmp))
                     for descriptor, future in zip(reversed(layers), futures):
                         _, fetched = future.result()
                         downloaded += fetched
                         with store.open_tar(descriptor["digest"], just_verified=fetched > 0) as stream:
-                            flattener.add_layer(stream, descriptor["digest"][7:19])
+                            flattener.add_layer(stream, descriptor["digest"])
                     report = flattener.finish()
             finally:
                 for future in futures:
                     future.cancel()
-        progress.close()
+        progress.close(_clamp_note(report))
         meta = {"reference": reference, "manifest_digest": manifest.manifest_digest,
                 "config_digest": manifest.config["digest"], "layers": [d["digest"] for d in layers],
                 "config": ImageConfig.from_dict(config_doc.get("config")).to_dict(),

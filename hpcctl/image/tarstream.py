@@ -215,6 +215,24 @@ class TarWriter:
                 raise TarFormatError("unexpected end of the archive in file data")
             self.write(chunk)
             left -= len(chunk)
+        self._pad(size)
+
+    def copy_from_file(self, fd: int, offset: int, size: int) -> None:
+        """Write ``size`` bytes of the regular file ``fd`` from ``offset`` as a member's data (and its padding)."""
+        end = offset + size
+        while offset < end:
+            if self.fd is not None:
+                moved = os.sendfile(self.fd, fd, offset, min(end - offset, CHUNK))
+            else:
+                chunk = os.pread(fd, min(end - offset, CHUNK), offset)
+                self.write(chunk)
+                moved = len(chunk)
+            if not moved:
+                raise TarFormatError("file data ended early")
+            offset += moved
+        self._pad(size)
+
+    def _pad(self, size: int) -> None:
         pad = -size % BLOCK
         if pad:
             self.write(b"\0" * pad)

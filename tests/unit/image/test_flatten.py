@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import tarfile
+import threading
 
 import pytest
 from image_layers import BASE, CRAFTED, e, tar_bytes
@@ -68,10 +70,10 @@ def test_hardlink_within_a_layer_is_kept():
     assert members["bin/perl5"][0].islnk() and members["bin/perl5"][0].linkname == "bin/perl"
 
 
-def test_hardlink_to_a_file_a_newer_layer_replaced_is_refused():
+def test_hardlink_to_a_file_a_newer_layer_replaced_keeps_the_old_content():
     lower = BASE + [e("bin", "dir"), e("bin/a", data=b"old"), e("bin/b", "hardlink", link="bin/a")]
-    with pytest.raises(UnsafeLayer, match="newer layer replaced"):
-        flatten([lower, [e("bin", "dir"), e("bin/a", data=b"new")]])
+    members, _ = flatten([lower, [e("bin", "dir"), e("bin/a", data=b"new")]])
+    assert members["bin/a"][1] == b"new" and members["bin/b"][0].isreg() and members["bin/b"][1] == b"old"
 
 
 def test_truncated_layer_is_refused():
@@ -132,3 +134,137 @@ def test_merged_stream_makes_a_squashfs_with_the_union(tmp_path):
     assert "squashfs-root/etc/new" in listing and "squashfs-root/etc/motd" not in listing
     tool = next(line for line in listing.splitlines() if line.endswith("usr/bin/tool"))
     assert tool.startswith("-rwxr-xr-x")
+
+
+def content(members: dict, name: str) -> bytes:
+    """The bytes ``name`` reads as in the flattened image (through a hardlink when it is one)."""
+    member, data = members[name]
+    return members[member.linkname][1] if member.islnk() else data
+
+
+def pair(first: str, second: str, data: bytes = b"old") -> list:
+    """A base layer holding 'e/first' as the file and 'e/second' as its hardlink."""
+    return BASE + [e("e", "dir"), e(f"e/{first}", data=data), e(f"e/{second}", "hardlink", link=f"e/{first}")]
+
+
+@pytest.mark.parametrize("first,second", [("a", "b"), ("b", "a")])
+def test_chmod_of_one_name_of_a_linked_pair_leaves_the_other_with_the_old_file(first, second):
+    members, _ = flatten([pair(first, second), [e("e", "dir"), e("e/a", data=b"old", mode=0o755)]])
+    assert members["e/a"][0].isreg() and members["e/a"][0].mode == 0o755 and members["e/a"][1] == b"old"
+    assert members["e/b"][0].isreg() and members["e/b"][0].mode == 0o644 and members["e/b"][1] == b"old"
+
+
+@pytest.mark.parametrize("first,second", [("a", "b"), ("b", "a")])
+def test_append_to_one_name_of_a_linked_pair_keeps_the_old_content_in_the_other(first, second):
+    members, _ = flatten([pair(first, second), [e("e", "dir"), e("e/a", data=b"old\nx\n")]])
+    assert content(members, "e/a") == b"old\nx\n" and content(members, "e/b") == b"old"
+
+
+@pytest.mark.parametrize("first,second", [("a", "b"), ("b", "a")])
+@pytest.mark.parametrize("removed,kept", [("a", "b"), ("b", "a")])
+def test_rm_of_either_name_of_a_linked_pair_keeps_the_other(first, second, removed, kept):
+    members, _ = flatten([pair(first, second), [e("e", "dir"), e(f"e/.wh.{removed}")]])
+    assert f"e/{removed}" not in members
+    assert members[f"e/{kept}"][0].isreg() and members[f"e/{kept}"][1] == b"old"
+
+
+def test_the_survivors_of_a_group_stay_linked_to_the_first_of_them():
+    base = BASE + [e("e", "dir"), e("e/a", data=b"old"), e("e/b", "hardlink", link="e/a"),
+                   e("e/c", "hardlink", link="e/a")]
+    members, _ = flatten([base, [e("e", "dir"), e("e/a", data=b"new")]])
+    assert members["e/b"][0].isreg() and members["e/b"][1] == b"old"
+    assert members["e/c"][0].islnk() and members["e/c"][0].linkname == "e/b"
+    assert content(members, "e/a") == b"new"
+
+
+def test_link_of_an_upper_layer_to_a_lower_file_that_a_whiteout_removed_keeps_the_content():
+    lower = BASE + [e("e", "dir"), e("e/a", data=b"old")]
+    middle = [e("e", "dir"), e("e/b", "hardlink", link="e/a")]
+    members, _ = flatten([lower, middle, [e("e", "dir"), e("e/.wh.a")]])
+    assert "e/a" not in members and members["e/b"][0].isreg() and members["e/b"][1] == b"old"
+
+
+def test_link_to_a_lower_file_a_newer_layer_replaced_keeps_the_content_it_linked():
+    lower = BASE + [e("e", "dir"), e("e/a", data=b"old")]
+    middle = [e("e", "dir"), e("e/b", "hardlink", link="e/a"), e("e/c", "hardlink", link="e/b")]
+    members, _ = flatten([lower, middle, [e("e", "dir"), e("e/a", data=b"new")]])
+    assert content(members, "e/a") == b"new"
+    assert members["e/b"][0].isreg() and members["e/b"][1] == b"old"
+    assert members["e/c"][0].islnk() and members["e/c"][0].linkname == "e/b"
+
+
+@pytest.mark.parametrize("first,second", [("d/a", "b"), ("b", "d/a")])
+def test_link_target_hidden_by_a_directory_removed_and_recreated(first, second):
+    base = BASE + [e("e", "dir"), e("e/d", "dir"), e(f"e/{first}", data=b"old"),
+                   e(f"e/{second}", "hardlink", link=f"e/{first}")]
+    members, _ = flatten([base, [e("e", "dir"), e("e/d", "dir"), e("e/d/.wh..wh..opq"), e("e/d/new", data=b"n")]])
+    assert "e/d/a" not in members and members["e/b"][0].isreg() and members["e/b"][1] == b"old"
+
+
+def test_hardlink_to_a_symlink_or_fifo_becomes_a_copy_of_it():
+    layer = [e("e", "dir"), e("e/s", "symlink", link="target"), e("e/s2", "hardlink", link="e/s"),
+             e("e/f", "fifo"), e("e/f2", "hardlink", link="e/f")]
+    members, _ = flatten([BASE, layer])
+    assert members["e/s2"][0].issym() and members["e/s2"][0].linkname == "target"
+    assert members["e/f2"][0].isfifo()
+
+
+def test_hardlink_to_a_lower_symlink_becomes_a_copy_of_it():
+    members, _ = flatten([BASE + [e("s", "symlink", link="etc")], [e("s2", "hardlink", link="s")]])
+    assert members["s2"][0].issym() and members["s2"][0].linkname == "etc"
+
+
+def test_setgid_stays_on_directories_and_setid_bits_leave_files():
+    layer = [e("shared", "dir", mode=0o2775), e("odd", "dir", mode=0o6755), e("shared/tool", data=b"x", mode=0o6755)]
+    members, report = flatten([BASE, layer])
+    assert members["shared"][0].mode == 0o2775 and members["odd"][0].mode == 0o2755
+    assert members["shared/tool"][0].mode == 0o755
+    assert report.setid_cleared == 2
+
+
+def test_mtimes_past_2106_are_clamped_and_said_once():
+    late = [e(f"late{n}", data=b"x") for n in range(3)]
+    for info in late:
+        info.mtime = 1 << 33
+    members, report = flatten([BASE, late])
+    assert {members[f"late{n}"][0].mtime for n in range(3)} == {0xFFFFFFFF}
+    assert [note for note in report.notes() if "2106" in note] == ["3 mtimes past 2106 clamped to 2106-02-07"]
+
+
+def test_a_link_to_a_directory_names_the_layer_the_path_and_the_problem():
+    with pytest.raises(UnsafeLayer, match="layer layer1: hardlink 'etc/h' points to 'etc', which is a directory"):
+        flatten([BASE, [e("etc/h", "hardlink", link="etc")]])
+
+
+def _pipe_of(data: bytes):
+    """A pipe's read end (as the decompressor's stdout is) fed with ``data`` by a thread."""
+    read_fd, write_fd = os.pipe()
+
+    def feed():
+        with open(write_fd, "wb") as sink:
+            sink.write(data)
+
+    threading.Thread(target=feed, daemon=True).start()
+    return open(read_fd, "rb", buffering=0)
+
+
+def test_spilled_files_reach_the_squashfs_through_pipes_as_linked_files(tmp_path):
+    big = os.urandom(3 << 20)
+    base = BASE + [e("e", "dir"), e("e/a", data=big), e("e/b", "hardlink", link="e/a"),
+                   e("e/c", "hardlink", link="e/a")]
+    upper = [e("e", "dir"), e("e/a", data=b"new", mode=0o755)]
+    out = tmp_path / "img.sqsh"
+    proc = subprocess.Popen(["tar2sqfs", "-q", "-f", "-c", "zstd", str(out)], stdin=subprocess.PIPE, bufsize=0)
+    flat = Flattener(proc.stdin, spill_dir=str(tmp_path))
+    for number, layer in ((1, upper), (0, base)):
+        with _pipe_of(tar_bytes(layer)) as stream:
+            flat.add_layer(stream, f"layer{number}")
+    flat.finish()
+    proc.stdin.close()
+    assert proc.wait() == 0
+    root = tmp_path / "root"
+    subprocess.run(["unsquashfs", "-q", "-n", "-d", str(root), str(out)], check=True, capture_output=True)
+    assert (root / "e/a").read_bytes() == b"new"
+    assert (root / "e/b").read_bytes() == big and (root / "e/b").stat().st_ino == (root / "e/c").stat().st_ino
+    assert (root / "e/b").stat().st_nlink == 2 and (root / "e/a").stat().st_nlink == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img.sqsh", "root"]
