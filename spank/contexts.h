@@ -14,6 +14,7 @@ int ctx_remote_post_opt(spank_t sp);
 int ctx_remote_user_init(spank_t sp, const struct helper_config *cfg);
 int ctx_remote_task_privileged(spank_t sp);
 int ctx_remote_task_init(spank_t sp);
+int ctx_remote_task_exit(spank_t sp);
 int ctx_remote_exit(spank_t sp);
 
 /* slurmd / job script: remove the job's named containers after it ends */

@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -49,6 +51,7 @@ static struct {
     struct plan plan;
     struct shared *shared;
     int ready_fd; /* EOF once the holder finished (or died) */
+    uint32_t exited_tasks; /* tasks of the step on this node that have ended */
     int keep_fd;  /* the holder lives until this, our end of its pipe, closes */
     const char *fallback_dir;
 } st = {.ready_fd = -1, .keep_fd = -1};
@@ -729,6 +732,67 @@ int ctx_remote_task_init(spank_t sp)
     }
     if (st.plan.entrypoint[0] && entrypoint(sp))
         _exit(1);
+    return 0;
+}
+
+/* The child that writes the container's state: the container's root mount alone (no binds: open_tree without
+ * AT_RECURSIVE), read and written as the job's user by the host's mksquashfs. CONTAINER_NS: its mount namespace. */
+static void save_child(int container_ns, const char *path, uid_t uid, gid_t gid, gid_t *gids, int ngids)
+{
+    char *const argv[] = {"mksquashfs", ".", (char *)path, "-noappend", "-all-root", "-no-progress", "-quiet",
+                          "-comp", "zstd", NULL};
+    char *const envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+    /* a mount can be cloned only in its own namespace; the host's mksquashfs then runs back in the host's */
+    int host_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC), tree = -1;
+    if (host_ns < 0 || setns(container_ns, CLONE_NEWNS) ||
+        (tree = open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0 || setns(host_ns, CLONE_NEWNS) ||
+        fchdir(tree) || setgroups((size_t)ngids, gids) || setresgid(gid, gid, gid) || setresuid(uid, uid, uid) ||
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+        _exit(126);
+    execve("/usr/bin/mksquashfs", argv, envp);
+    _exit(127);
+}
+
+/* --container-save: after the step, on its first node, from the checked holder's container. */
+static void save_container(spank_t sp)
+{
+    json_error_t jerr;
+    json_t *reply = st.shared && st.shared->state == 1 ? json_loads(st.shared->reply, 0, &jerr) : NULL;
+    const char *path = json_string_value(json_object_get(reply, "save"));
+    uid_t uid = 0;
+    gid_t gid = 0, *gids = NULL;
+    int ngids = 0, status = 0;
+    char root_path[64];
+    /* the user's ids from Slurm, never from the shared page (a dumpable task can write it) */
+    if (!path || path[0] != '/' || spank_get_item(sp, S_JOB_UID, &uid) || spank_get_item(sp, S_JOB_GID, &gid) ||
+        spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, &gids, &ngids) || !is_our_holder(st.shared->holder)) {
+        json_decref(reply);
+        return;
+    }
+    snprintf(root_path, sizeof(root_path), "/proc/%d/ns/mnt", st.shared->holder);
+    int root = open(root_path, O_RDONLY | O_CLOEXEC);
+    pid_t pid = root >= 0 ? fork() : -1;
+    if (pid == 0)
+        save_child(root, path, uid, gid, gids, ngids);
+    if (root >= 0)
+        close(root);
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (pid <= 0 || !WIFEXITED(status) || WEXITSTATUS(status))
+        slurm_error("hpcctl: --container-save: could not write %s (status %d): check that you can write there",
+                    path, status);
+    json_decref(reply);
+}
+
+/* A task of the step ended (in slurmstepd, before srun hears of it): once the node's last one has, the container
+ * is saved, so that srun returns after the file is complete. */
+int ctx_remote_task_exit(spank_t sp)
+{
+    uint32_t tasks = 0;
+    if (!st.enabled || st.keep_fd < 0 || spank_get_item(sp, S_JOB_LOCAL_TASK_COUNT, &tasks) ||
+        ++st.exited_tasks != tasks)
+        return 0;
+    save_container(sp);
     return 0;
 }
 

@@ -72,8 +72,8 @@ static struct spank_option options[] = {
      1, ARG(OPT_MPI), opt_set},
     {"container-entrypoint-log", NULL, "[hpcctl] print the output of the image's entrypoint", 0,
      ON(OPT_ENTRYPOINT_LOG), opt_set},
-    {"container-save", "PATH", "[hpcctl] pyxis' option to save the container as a squashfs file: not supported yet",
-     1, ARG(OPT_SAVE), opt_set},
+    {"container-save", "PATH", "[hpcctl] save the container's state as a squashfs file when the step ends", 1,
+     ARG(OPT_SAVE), opt_set},
     {"container-unshare", "NS[,NS...]", "[hpcctl] namespaces the step gets of its own: net (a loopback only), ipc, uts",
      1, ARG(OPT_UNSHARE), opt_set},
     SPANK_OPTIONS_TABLE_END

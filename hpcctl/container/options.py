@@ -52,6 +52,7 @@ class ContainerOptions:
     writable: bool | None = None
     mpi: str | None = None
     unshare: tuple[str, ...] = ()  # namespaces of the step's own (pyxis' --container-unshare): net, ipc, uts
+    save: str | None = None  # --container-save: where the container's state is written as squashfs at step end
 
     @property
     def image_is_file(self) -> bool:
@@ -185,24 +186,26 @@ _BOTH_WAYS = {"mount_home": ("--container-mount-home", "--no-container-mount-hom
               "remap_root": ("--container-remap-root", "--no-container-remap-root"),
               "entrypoint": ("--container-entrypoint", "--no-container-entrypoint"),
               "writable": ("--container-writable", "--container-readonly")}
-_NOT_YET = {"save": "--container-save"}
 NAMESPACES = ("net", "ipc", "uts")
 
 
 def _refuse(raw: dict) -> None:
-    """What pyxis refuses before it starts, and what hpcctl does not do yet."""
+    """What pyxis refuses before it starts."""
     unknown = set(raw) - {"image", "mounts", "workdir", "name", "env", "env_host", "mount_home", "remap_root",
-                          "entrypoint", "entrypoint_log", "writable", "readonly", "mpi", "unshare", "conflict",
-                          *_NOT_YET}
+                          "entrypoint", "entrypoint_log", "writable", "readonly", "mpi", "unshare", "save", "conflict"}
     if unknown:
         raise HpcctlError(f"unknown container option '{sorted(unknown)[0]}'", "update the hpcctl plugin")
     if raw.get("conflict") in _BOTH_WAYS:
         on, off = _BOTH_WAYS[raw["conflict"]]
         raise HpcctlError(f"{on} and {off} were both given", "keep one of them")
-    for key, option in _NOT_YET.items():
-        if key in raw:
-            variable = f"PYXIS_{option[2:].upper().replace('-', '_')}"
-            raise HpcctlError(f"{option} is not supported yet by hpcctl", f"drop the option or unset {variable}")
+
+
+def parse_save(value: str, cwd: str) -> str:
+    """pyxis' --container-save=PATH: a squashfs file to write (with your rights) when the step ends."""
+    if value.endswith("/"):
+        raise HpcctlError(f"--container-save: target '{value}' is a directory",
+                          "name the squashfs file to write, e.g. ./state.sqsh")
+    return _absolute(value, cwd)
 
 
 def parse_unshare(value: str) -> tuple[str, ...]:
@@ -249,6 +252,8 @@ def parse(raw: dict, cwd: str = "/") -> ContainerOptions:
         values["mpi"] = raw["mpi"].strip() or None
     if "unshare" in raw:
         values["unshare"] = parse_unshare(raw["unshare"])
+    if "save" in raw:
+        values["save"] = parse_save(raw["save"], cwd)
     options = ContainerOptions(**values)
     if not options.image and not options.name:
         given = ", ".join(f"--container-{k.replace('_', '-')}" for k in sorted(set(raw) - {"env_host"}))

@@ -72,7 +72,9 @@ def handle(request: dict, site: SiteConfig) -> dict:
             "join": join,
             # pyxis' --container-workdir: the task changes there and fails when it is missing, nothing creates it
             "plan": {**container.plan.to_dict(), "workdir": ""}, "workdir": opts.workdir or "",
-            "entrypoint_log": opts.entrypoint_log}
+            "entrypoint_log": opts.entrypoint_log,
+            # the container is saved once, by the first node of the step (every node writing one path would race)
+            "save": opts.save if int(job.get("nodeid", 0)) == 0 else None}
 
 
 if __name__ == "__main__":

@@ -220,17 +220,6 @@ def test_invalid_arguments_are_refused_in_one_line(sandbox, work, image, args, n
     assert lines[0].endswith(")"), err  # the fix, in parentheses
 
 
-@pytest.mark.parametrize("args, env, named", [
-    (["--container-save=/tmp/state.sqsh"], {}, "--container-save"),
-    ([], {"PYXIS_CONTAINER_SAVE": "/tmp/state.sqsh"}, "--container-save"),
-])
-def test_options_not_supported_yet_are_refused_in_one_line(sandbox, work, image, args, env, named):
-    code, out, err = run(sandbox, work, f"--container-image={image}", NO_MPI, *args, "echo", "ran", env=env)
-    assert code != 0 and "ran" not in out
-    lines = err.strip().split("\n")
-    assert len(lines) == 1 and named in lines[0] and "not supported yet" in lines[0], err
-
-
 def test_long_pyxis_container_mounts_reach_the_node(sandbox, work, image):
     """A PYXIS_CONTAINER_MOUNTS longer than 4 KB is used on the node, not dropped."""
     (work / "src").mkdir(exist_ok=True)

@@ -30,7 +30,7 @@ def test_pyxis_image_forms():
     ({"image": "x", "mounts": ":"}, "--container-mounts: ':' has an empty source or destination"),
     ({"image": "x", "mounts": "/a:/a,,/b"}, "--container-mounts: '/a:/a,,/b' has an empty entry"),
     ({"image": "x", "conflict": "writable"}, "--container-writable and --container-readonly were both given"),
-    ({"image": "x", "save": "/s.sqsh"}, "--container-save is not supported yet by hpcctl"),
+    ({"image": "x", "save": "/states/"}, "--container-save: target '/states/' is a directory"),
     ({"image": "x", "unshare": "net,pid"}, "--container-unshare: unknown namespace 'pid' (use net, ipc, uts, "
                                             "separated by commas)"),
     ({"image": "x", "name": "bad name"}, "--container-name: 'bad name' is not a valid name"),
