@@ -2,7 +2,8 @@
 Debian tree, pushed to the sandbox registry and pulled with `hpcctl image pull`, must hold exactly what
 `docker export` of the same image holds, path by path, but for the documented differences: setuid/setgid cleared
 on files (setuid on directories), device nodes dropped, mtimes past 2106 clamped, a hardlink to a non-regular entry
-made a copy of it."""
+made a copy of it. Docker writes no xattr but security.capability into layers, so there are no `user.*` ones to
+compare. `hpcctl run` and `srun --container-image` of the image run its perl."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from image_site import ImageSite
 from test_image_dockerd import docker_host  # noqa: F401 (the module's dockerd, on its own socket)
 
 from hpcctl.sandbox.test_images import debian_tree
+from tests.integration.plugin_helpers import NO_MPI, srun
 
 pytestmark = pytest.mark.integration
 
@@ -168,3 +171,11 @@ def test_the_squashfs_holds_what_docker_export_holds(built_image, docker, tmp_pa
     assert got["e/b"]["links"] == {"e/b", "e/c"} and got["e/late"]["mtime"] == MAX_MTIME
     assert got["shared"]["mode"] == 0o2775 and got["e/suid"]["mode"] == 0o755
     assert got["e/sym2"]["type"] == "symlink" and got["e/fifo2"]["type"] == "fifo"
+
+
+def test_hpcctl_run_and_srun_of_the_image_run_perl(sandbox, built_image):
+    run = sandbox.run([sys.executable, "-m", "hpcctl", "run", built_image, "perl", "-v"],
+                      env={"SUDO_USER": sandbox.user}, check=False, timeout=120, cwd=sandbox.workdir())
+    assert run.returncode == 0 and "This is perl 5" in run.stdout, run.stderr
+    job = srun(sandbox, f"--container-image={built_image}", NO_MPI, "perl", "-v", cwd=sandbox.workdir())
+    assert job.returncode == 0 and "This is perl 5" in job.stdout, job.stderr
