@@ -138,7 +138,7 @@ class Flattener:
                 last = member.name
                 self._entry(reader, member, number, name, whiteouts, opaque)
         except ts.TarFormatError as exc:
-            where = f" after entry '{last}'" if last is not None else ""
+            where = f" in or after entry '{last}'" if last is not None else ""
             raise UnsafeLayer(f"layer {name} is not a valid tar archive{where}: {exc}",
                               "the image is refused; rebuild or re-push it") from None
         finally:
@@ -284,8 +284,8 @@ class Flattener:
             self._write_link(name, link, node.path)
         elif node.kind == DIR:
             origin_layer, link_name, target = node.origin
-            raise UnsafeLayer(f"layer {origin_layer}: hardlink '{link_name}' points to '{target}', which is a directory, "
-                              "not a regular file", "the image is refused; rebuild it")
+            raise UnsafeLayer(f"layer {origin_layer}: hardlink '{link_name}' points to '{target}', which is a "
+                              "directory, not a regular file", "the image is refused; rebuild it")
         elif node.kind == DROPPED:
             self.report.devices_dropped += 1
         else:
