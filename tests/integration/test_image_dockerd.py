@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import time
 
 import pytest
+from dockerd_helpers import running_dockerd
 from image_site import ImageSite, listing
 
 pytestmark = pytest.mark.integration
@@ -17,29 +16,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def docker_host(sandbox, tmp_path_factory):
-    if not shutil.which("dockerd"):
-        pytest.fail("dockerd is not installed: the install step must add Debian's docker.io")
     root = tmp_path_factory.mktemp("dockerd")
-    host = f"unix://{root}/docker.sock"
-    with open(root / "dockerd.log", "w") as log:
-        proc = subprocess.Popen(
-            ["dockerd", "--host", host, "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
-             "--pidfile", str(root / "dockerd.pid"), "--bridge=none", "--iptables=false", "--ip-forward=false",
-             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "--host", host, "version"], capture_output=True).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+    with running_dockerd(root, f"unix://{root}/docker.sock") as host:
         yield host
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_an_image_of_the_local_docker_daemon(sandbox, docker_host):

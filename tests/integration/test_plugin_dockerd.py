@@ -4,13 +4,12 @@ daemon's socket lets in; one clear line where no daemon runs or the user may not
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration.dockerd_helpers import running_dockerd
 from tests.integration.plugin_helpers import NO_MPI, srun
 
 pytestmark = pytest.mark.integration
@@ -34,31 +33,9 @@ def test_without_a_daemon_the_step_is_refused_in_one_line(sandbox, work):
 @pytest.fixture(scope="module")
 def daemon(sandbox, tmp_path_factory):
     """dockerd on the default socket, its socket group the sandbox user's primary group."""
-    if not shutil.which("dockerd"):
-        pytest.fail("dockerd is not installed: the install step must add Debian's docker.io")
-    root = tmp_path_factory.mktemp("dockerd-default")
     group = subprocess.run(["id", "-gn", sandbox.user], capture_output=True, text=True, check=True).stdout.strip()
-    log = open(root / "dockerd.log", "w")
-    proc = subprocess.Popen(["dockerd", "--host", f"unix://{SOCKET}", "--group", group, "--data-root",
-                             str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile",
-                             str(root / "dockerd.pid"), "--bridge=none", "--iptables=false", "--ip-forward=false",
-                             "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while subprocess.run(["docker", "version"], capture_output=True, env={**os.environ, "DOCKER_HOST": ""}
-                             ).returncode != 0:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
-            time.sleep(0.2)
+    with running_dockerd(tmp_path_factory.mktemp("dockerd-default"), f"unix://{SOCKET}", group):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_an_image_of_the_nodes_docker_daemon(sandbox, work, daemon):
