@@ -2,6 +2,7 @@
 
 - hpcctl/busybox:latest: busybox-static and a few files, two layers, OCI manifest.
 - hpcctl/debian:bookworm: `debootstrap --variant=minbase` (about 200 MB), four layers with a whiteout, Docker v2.
+- hpcctl/python:bookworm: the same with `--include=python3-pip`, two layers (pip installs into the image are tested).
 - private/busybox:latest on the password-protected registry.
 """
 
@@ -23,6 +24,7 @@ LAYER_DIR = L.BUILD_CACHE / "layers"
 
 BUSYBOX = ("hpcctl/busybox", "latest")
 DEBIAN = ("hpcctl/debian", "bookworm")
+PYTHON = ("hpcctl/python", "bookworm")  # Debian with python3-pip
 PRIVATE = ("private/busybox", "latest")
 
 
@@ -70,6 +72,35 @@ def debian_tree(log: Path) -> Path:
             item.unlink()
     (root / ".complete").touch()
     return root
+
+
+def python_tree(log: Path) -> Path:
+    """Debian with Python and pip, as images of Python users are (`pip install` into the image is tested on it)."""
+    root = ROOTFS_DIR / "debian-python"
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    with open(log, "a") as out:
+        rc = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3-pip", "bookworm", str(root),
+                             debian_mirror()], stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc:
+        raise StepFailed("test image python", f"debootstrap exited with status {rc}", log)
+    for item in (root / "var/cache/apt/archives").glob("*.deb"):
+        item.unlink()
+    (root / ".complete").touch()
+    return root
+
+
+def push_python(pusher: Pusher, log: Path) -> bool:
+    repo, tag = PYTHON
+    if pusher.has_manifest(repo, tag, DOCKER_MANIFEST):
+        return False
+    root = python_tree(log)
+    layers = [build_layer(root, LAYER_DIR / "python-usr.tar.gz", ["./usr"]),
+              build_layer(root, LAYER_DIR / "python-rest.tar.gz", ["."], excludes=["./usr", "./.complete"])]
+    config = image_config([PATH_ENV, "LANG=C.UTF-8", "HPCCTL_TEST_IMAGE=python"], ["/bin/bash"])
+    pusher.push_image(repo, tag, layers, config, docker_v2=True)
+    return True
 
 
 def _marker_tree() -> Path:
@@ -120,6 +151,7 @@ def push_all(log: Path) -> list[str]:
     pushed = [
         f"{L.REGISTRY}/{':'.join(BUSYBOX)}" if push_busybox(public, *BUSYBOX) else "",
         f"{L.REGISTRY}/{':'.join(DEBIAN)}" if push_debian(public, log) else "",
+        f"{L.REGISTRY}/{':'.join(PYTHON)}" if push_python(public, log) else "",
         f"{L.AUTH_REGISTRY}/{':'.join(PRIVATE)}" if push_busybox(private, *PRIVATE) else "",
     ]
     return [name for name in pushed if name]

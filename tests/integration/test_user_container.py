@@ -4,8 +4,10 @@ trip over each other's files. The cached squashfs never changes."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from tests.integration.plugin_helpers import srun
 pytestmark = pytest.mark.integration
 
 DEBIAN = "127.0.0.1:5000/hpcctl/debian:bookworm"
+PYTHON = "127.0.0.1:5000/hpcctl/python:bookworm"  # Debian with python3-pip
 NO_MPI = "--container-mpi=none"
 
 
@@ -41,6 +44,27 @@ def deb(work, sandbox):
     return work / "hello.deb"
 
 
+@pytest.fixture(scope="module")
+def wheel(work, sandbox) -> Path:
+    """A pure-Python wheel file (module hpcctl_wheel_test), made as the wheel format says."""
+    name, version = "hpcctl_wheel_test", "1.0"
+    files = {f"{name}/__init__.py": b"VALUE = 'wheel-installed'\n",
+             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                                     .encode(),
+             f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hpcctl-test\n"
+                                                  b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},"
+              f"{len(data)}" for path, data in files.items()]
+    path = work / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+        archive.writestr(f"{name}-{version}.dist-info/RECORD",
+                         "\n".join([*record, f"{name}-{version}.dist-info/RECORD,,"]) + "\n")
+    subprocess.run(["chown", f"{sandbox.user}:{sandbox.user}", str(path)], check=True)
+    return path
+
+
 def cached_squashfs_digests() -> dict[str, str]:
     images = Path(ImageCache("/var/lib/hpcctl/cache").root) / "images"
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in images.glob("*.sqsh")}
@@ -58,6 +82,18 @@ def test_the_images_files_are_the_users_and_writable_through_the_overlay(sandbox
     assert cached_squashfs_digests() == before  # the cache is unchanged
     later = srun(sandbox, f"--container-image={DEBIAN}", NO_MPI, "ls", "/newfile", cwd=work)
     assert later.returncode != 0  # a new step has a fresh overlay
+
+
+def test_pip_installs_a_wheel_into_the_images_site_packages_on_both_nodes(sandbox, work, wheel):
+    before = cached_squashfs_digests()
+    r = srun(sandbox, "-N2", "-n2", f"--container-image={PYTHON}", NO_MPI, f"--container-mounts={work}:/pkgs",
+             "bash", "-c", f"pip install --no-index --break-system-packages /pkgs/{wheel.name} >/dev/null && "
+             "python3 -c 'import hpcctl_wheel_test as m; print(m.VALUE, m.__file__)'", cwd=work, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split().count("wheel-installed") == 2, r.stdout
+    assert all(line.endswith("/dist-packages/hpcctl_wheel_test/__init__.py") and not line.startswith("/home")
+               for line in r.stdout.split() if line.endswith(".py"))
+    assert cached_squashfs_digests() == before
 
 
 def test_remap_root_runs_apt_and_dpkg_on_both_nodes(sandbox, work, deb):
