@@ -96,7 +96,7 @@ def _convert(cache: ImageCache, image, digest: str, reference: str, compression:
             manifest = json.load(archive.extractfile("manifest.json"))[0]
             config = json.load(archive.extractfile(manifest["Config"]))
             with SquashfsWriter(partial, compression) as writer:
-                flattener = Flattener(writer.stdin)
+                flattener = Flattener(writer.stdin, spill_dir=str(cache.tmp))
                 for layer in reversed(manifest["Layers"]):
                     raw = archive.extractfile(layer)
                     head = raw.read(2)
