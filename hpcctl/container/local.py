@@ -110,7 +110,8 @@ def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, prog
     from hpcctl.image import api
 
     cached = api.ensure(reference, site, uid=user.pw_uid, gid=user.pw_gid, progress=progress)
-    with api.in_use(cached):
+    # the node cache's use locks are root's (a user's `hpcctl site explain` reads the image without holding one)
+    with api.in_use(cached) if os.geteuid() == 0 else contextlib.nullcontext():
         yield Image.of_cached(cached, reference)
 
 

@@ -65,3 +65,13 @@ def test_a_job_step_gets_the_container_hpcctl_run_builds(sandbox, work):
     assert in_run <= in_job
     extra = in_job - in_run
     assert {m[0] for m in extra} == slurm_commands and all(m[2].startswith("ro,") for m in extra), extra
+
+
+def test_a_users_site_explain_is_a_plan_or_one_line(sandbox):
+    """Without root the node cache's locks and the kernel's squashfs mount are out of reach: one clear line (or
+    the plan, where /dev/fuse lets the user mount), never a traceback."""
+    r = sandbox.run([sys.executable, "-m", "hpcctl", "site", "explain", "--image",
+                     f"{sandbox.registry}/hpcctl/busybox:latest", "--mpi", "none"], user=sandbox.user, check=False,
+                    timeout=120, cwd="/tmp")
+    assert "Traceback" not in r.stderr
+    assert r.returncode == 0 or len(r.stderr.strip().splitlines()) == 1, r.stderr
