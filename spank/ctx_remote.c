@@ -115,7 +115,7 @@ static int start_time(int pid, char *out, size_t outlen)
 {
     char path[64], buf[4096];
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
     if (fd >= 0)
         close(fd);
@@ -163,11 +163,12 @@ static int join_running(json_t *join, const struct plan *plan, int *cwd_missing,
     return 0;
 }
 
-/* Record this holder in the named container's directory (opened before pivot_root), for later steps to join. */
-static void record_holder(int dirfd)
+/* Record this holder in the named container's directory (opened before pivot_root), for later steps to join.
+ * START: its start time, read from the host's /proc before the container's (which the user may replace) hid it. */
+static void record_holder(int dirfd, const char *start)
 {
-    char line[96], start[64];
-    if (dirfd < 0 || start_time((int)getpid(), start, sizeof(start)))
+    char line[96];
+    if (dirfd < 0 || !start[0])
         return;
     int n = snprintf(line, sizeof(line), "%d %s\n", (int)getpid(), start);
     int fd = openat(dirfd, "holder.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -181,6 +182,7 @@ static void record_holder(int dirfd)
 
 #define HOLD_WAIT_S 30
 #define SETUP_SECONDS 120 /* the holder's mounts and linker cache, after the core made the plan */
+#define SAVE_SECONDS 600  /* --container-save's mksquashfs, which slurmstepd waits for */
 
 /* A shared flock on the image's use file (cache gc then leaves the image), waiting at most HOLD_WAIT_S. */
 static int hold_shared(int fd)
@@ -251,15 +253,18 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
     signal(SIGALRM, SIG_DFL);
     sigprocmask(SIG_UNBLOCK, &alarm_only, NULL);
     alarm(SETUP_SECONDS);
+    char started[64] = "";
+    if (start_time((int)getpid(), started, sizeof(started)))
+        started[0] = '\0';
     int joined = json_is_object(join) ? join_running(join, &plan, &sh->cwd_missing, sh->error,
                                                      sizeof(sh->error)) : 1;
     if (joined < 0 || (joined == 1 && plan_enter(&plan, &sh->cwd_missing, sh->error, sizeof(sh->error)))) {
         sh->state = 2;
         _exit(1);
     }
-    alarm(0);
     if (joined == 1)
-        record_holder(dirfd);
+        record_holder(dirfd, started);
+    alarm(0);
     sh->holder = (int)getpid();
     sh->state = 1;
     close(3);
@@ -765,22 +770,38 @@ static void save_container(spank_t sp)
     char root_path[64];
     /* the user's ids from Slurm, never from the shared page (a dumpable task can write it) */
     if (!path || path[0] != '/' || spank_get_item(sp, S_JOB_UID, &uid) || spank_get_item(sp, S_JOB_GID, &gid) ||
-        spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, &gids, &ngids) || !is_our_holder(st.shared->holder)) {
+        spank_get_item(sp, S_JOB_SUPPLEMENTARY_GIDS, &gids, &ngids)) {
         json_decref(reply);
         return;
     }
-    snprintf(root_path, sizeof(root_path), "/proc/%d/ns/mnt", st.shared->holder);
+    /* the pid read once, its namespace opened, then checked: what is saved is this step's container */
+    int holder = st.shared->holder;
+    snprintf(root_path, sizeof(root_path), "/proc/%d/ns/mnt", holder);
     int root = open(root_path, O_RDONLY | O_CLOEXEC);
+    if (root >= 0 && !is_our_holder(holder)) {
+        close(root);
+        root = -1;
+    }
     pid_t pid = root >= 0 ? fork() : -1;
     if (pid == 0)
         save_child(root, path, uid, gid, gids, ngids);
     if (root >= 0)
         close(root);
-    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    /* bounded: the child runs as the user, who can stop or slow it, and slurmstepd waits here */
+    struct timespec tick = {0, 20 * 1000 * 1000};
+    int waited_ms = 0;
+    while (pid > 0 && waitpid(pid, &status, WNOHANG) == 0) {
+        if (waited_ms >= SAVE_SECONDS * 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        nanosleep(&tick, NULL);
+        waited_ms += 20;
+    }
     if (pid <= 0 || !WIFEXITED(status) || WEXITSTATUS(status))
-        slurm_error("hpcctl: --container-save: could not write %s (status %d): check that you can write there",
-                    path, status);
+        slurm_error("hpcctl: --container-save: could not write %s (status %d, limit %d s): check that you can "
+                    "write there", path, status, SAVE_SECONDS);
     json_decref(reply);
 }
 

@@ -122,8 +122,10 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
                                     why=f"--container-mounts {um.source}"))
             continue
         real = check_source(um.source, site.user_mounts, seen[um.source][0])
+        # always recursive: root cloning only the top mount would show what the host's submounts cover
         mounts.append(PlanMount(real, um.target, readonly=um.readonly, create=um.create, as_user=True,
-                                flags=carried_flags(um.flags), why=f"--container-mounts {um.source}"))
+                                flags=tuple(f for f in carried_flags(um.flags) if f != "bind"),
+                                why=f"--container-mounts {um.source}"))
     for source, (_, problem) in seen.items():
         if problem:
             raise HpcctlError(f"--container-mounts: {source} {problem}",

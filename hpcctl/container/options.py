@@ -119,6 +119,13 @@ def _mount_fields(item: str, value: str) -> tuple[str, str, set[str]]:
     return fields[0], target, set(fields[2].split("+")) if len(fields) == 3 and fields[2] else set()
 
 
+KEPT_MOUNTS = ("/proc", "/sys", "/dev")  # what umount:DST may not take away
+
+
+def _under_any(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
 def _mount_source(source: str, item: str, cwd: str) -> str:
     if source in SPECIAL_SOURCES:
         return source
@@ -145,6 +152,9 @@ def parse_mounts(value: str, cwd: str) -> tuple[UserMount, ...]:
         if not target.startswith("/"):
             raise HpcctlError(f"--container-mounts: destination '{target}' in '{item}' is not absolute",
                               "write the path inside the container starting with /")
+        if source == "umount" and _under_any(os.path.normpath(target), KEPT_MOUNTS):
+            raise HpcctlError(f"--container-mounts: {target} cannot be unmounted",
+                              "/proc, /sys and /dev stay: the task's start reads them")
         create = next((f.split("=", 1)[1] for f in flags if f.startswith("x-create=")), "auto")
         mounts.append(UserMount(_mount_source(source, item, cwd), os.path.normpath(target),
                                 readonly="ro" in flags, create=create, flags=tuple(sorted(flags)),

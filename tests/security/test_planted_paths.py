@@ -68,3 +68,13 @@ def test_an_image_path_that_is_a_fifo_does_not_block_root(sandbox, work):
     assert time.monotonic() - started < 60
     errors = [line for line in r.stderr.splitlines() if line.startswith("hpcctl: error:")]
     assert r.returncode != 0 and len(errors) == 1 and "not a regular file" in errors[0], r.stderr
+
+
+def test_a_user_bind_is_always_recursive(sandbox, work, image):
+    """A non-recursive clone by root would show what the host's submounts cover (here: the tmpfs under /run)."""
+    r = srun(sandbox, f"--container-image={image}", NO_MPI, f"--container-mounts={work}:/w:bind", "sh", "-c",
+             "grep -c ' /w' /proc/self/mountinfo", cwd=work)
+    assert r.returncode == 0, r.stderr
+    plain = srun(sandbox, f"--container-image={image}", NO_MPI, f"--container-mounts={work}:/w", "sh", "-c",
+                 "grep -c ' /w' /proc/self/mountinfo", cwd=work)
+    assert r.stdout == plain.stdout

@@ -85,3 +85,9 @@ def test_dockerd_images_keep_their_scheme_and_docker_is_dropped():
     assert parse_image("docker://ubuntu:22.04", "/") == "ubuntu:22.04"
     with pytest.raises(HpcctlError, match="no image name after dockerd://"):
         parse_image("dockerd://", "/")
+
+
+@pytest.mark.parametrize("target", ["/proc", "/proc/1", "/sys", "/dev/pts"])
+def test_the_mounts_a_task_start_reads_cannot_be_unmounted(target):
+    with pytest.raises(HpcctlError, match="cannot be unmounted"):
+        options.parse_mounts(f"umount:{target}", "/")
