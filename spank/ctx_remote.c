@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -138,23 +139,26 @@ static int start_time(int pid, char *out, size_t outlen)
 static int join_running(json_t *join, const struct plan *plan, int *cwd_missing, char *err, size_t errlen)
 {
     const char *cwd = plan->cwd;
-    char path[64], now[64];
+    char now[64];
     int pid = (int)json_integer_value(json_object_get(join, "pid"));
     const char *start = json_string_value(json_object_get(join, "start"));
-    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    /* checked after the open: the fd then belongs to the very process the core found running */
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* checked after the pidfd is open: it then names the very process the core found running, and one setns
+     * joins all its namespaces at once (a pid reused meanwhile cannot slip in between) */
     if (fd < 0 || !start || start_time(pid, now, sizeof(now)) || strcmp(now, start)) {
         if (fd >= 0)
             close(fd);
         return 1;
     }
-    if (plan_join_namespaces(pid, plan->unshare, err, errlen)) {
+    if (plan_require_separate(pid, plan->unshare, err, errlen)) {
         close(fd);
         return -1;
     }
-    int rc = setns(fd, CLONE_NEWNS);
+    int rc = setns(fd, CLONE_NEWNS | PLAN_NAMESPACES);
+    int gone = rc && errno == ESRCH; /* its step ended since the check: made anew from the kept state */
     close(fd);
+    if (gone)
+        return 1;
     if (rc) {
         snprintf(err, errlen, "cannot join the named container: %s", strerror(errno));
         return -1;
@@ -386,7 +390,7 @@ int ctx_remote_task_privileged(spank_t sp)
         return 0;
     }
     char err[512];
-    if (fd >= 0 && plan_join_namespaces(holder, 0, err, sizeof(err))) {
+    if (fd >= 0 && plan_join_namespaces(holder, err, sizeof(err))) {
         snprintf(st.error, sizeof(st.error), "%s", err);
         close(fd);
         return 0;

@@ -607,34 +607,48 @@ static int loopback_up(void)
     return rc;
 }
 
-int plan_join_namespaces(int pid, int required, char *err, size_t errlen)
+static const struct {
+    const char *name;
+    int flag;
+} namespace_kinds[] = {{"net", CLONE_NEWNET}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}};
+
+int plan_require_separate(int pid, int required, char *err, size_t errlen)
 {
-    static const struct {
-        const char *name;
-        int flag;
-    } kinds[] = {{"net", CLONE_NEWNET}, {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS}};
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+    for (size_t i = 0; i < sizeof(namespace_kinds) / sizeof(namespace_kinds[0]); i++) {
         char path[64], own[64];
         struct stat theirs, ours;
-        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, kinds[i].name);
-        snprintf(own, sizeof(own), "/proc/self/ns/%s", kinds[i].name);
+        if (!(required & namespace_kinds[i].flag))
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, namespace_kinds[i].name);
+        snprintf(own, sizeof(own), "/proc/self/ns/%s", namespace_kinds[i].name);
+        if (stat(path, &theirs) || stat(own, &ours))
+            FAIL("cannot read the container's %s namespace: %s", namespace_kinds[i].name, strerror(errno));
+        if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev)
+            FAIL("the container is not in a separate %s namespace (it was made without --container-unshare=%s)",
+                 namespace_kinds[i].name, namespace_kinds[i].name);
+    }
+    return 0;
+}
+
+int plan_join_namespaces(int pid, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < sizeof(namespace_kinds) / sizeof(namespace_kinds[0]); i++) {
+        char path[64], own[64];
+        struct stat theirs, ours;
+        snprintf(path, sizeof(path), "/proc/%d/ns/%s", pid, namespace_kinds[i].name);
+        snprintf(own, sizeof(own), "/proc/self/ns/%s", namespace_kinds[i].name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0 || fstat(fd, &theirs) || stat(own, &ours)) {
             if (fd >= 0)
                 close(fd);
-            FAIL("cannot open the container's %s namespace: %s", kinds[i].name, strerror(errno));
+            FAIL("cannot open the container's %s namespace: %s", namespace_kinds[i].name, strerror(errno));
         }
         int same = theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev;
-        if (same && (required & kinds[i].flag)) {
-            close(fd);
-            FAIL("the container is not in a separate %s namespace (it was made without --container-unshare=%s)",
-                 kinds[i].name, kinds[i].name);
-        }
-        int rc = same ? 0 : setns(fd, kinds[i].flag);
+        int rc = same ? 0 : setns(fd, namespace_kinds[i].flag);
         int saved = errno;
         close(fd);
         if (rc)
-            FAIL("cannot join the container's %s namespace: %s", kinds[i].name, strerror(saved));
+            FAIL("cannot join the container's %s namespace: %s", namespace_kinds[i].name, strerror(saved));
     }
     return 0;
 }

@@ -61,10 +61,12 @@ struct env_ops {
 };
 int plan_apply_env(const struct plan *p, const struct env_ops *ops);
 
-/* Join the namespaces (PLAN_NAMESPACES) of process PID; with REQUIRED (CLONE_NEW* flags), refuse one that is still
- * the caller's own (a container made without --container-unshare). */
+/* Join the namespaces (PLAN_NAMESPACES) of process PID (one already checked to be the step's holder). */
 #define PLAN_NAMESPACES (CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
-int plan_join_namespaces(int pid, int required, char *err, size_t errlen);
+int plan_join_namespaces(int pid, char *err, size_t errlen);
+/* Refuse, in one line, a REQUIRED namespace (CLONE_NEW* flags) that process PID shares with the caller (a container
+ * made without --container-unshare). */
+int plan_require_separate(int pid, int required, char *err, size_t errlen);
 
 /* Map the calling user to root in a new user namespace (--container-remap-root). */
 int plan_remap_root(uid_t uid, gid_t gid, char *err, size_t errlen);
