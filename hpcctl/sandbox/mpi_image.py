@@ -7,13 +7,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 from hpcctl.sandbox.daemons import StepFailed
 from hpcctl.sandbox.oci_push import DOCKER_MANIFEST, OCI_MANIFEST, Pusher, build_layer, image_config
-from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, ROOTFS_DIR, busybox_layers, debian_mirror
+from hpcctl.sandbox.test_images import LAYER_DIR, PATH_ENV, ROOTFS_DIR, busybox_layers, debootstrap_tree
 
 OPENMPI = ("hpcctl/openmpi", "bookworm")
 MPICH_ABI = ("hpcctl/mpich-abi", "latest")
@@ -50,19 +49,7 @@ int main(int argc, char **argv)
 
 
 def openmpi_tree(log: Path) -> Path:
-    root = ROOTFS_DIR / "debian-openmpi"
-    if (root / ".complete").exists():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    with open(log, "a") as out:
-        rc = subprocess.run(["debootstrap", "--variant=minbase", "--include=libopenmpi3", "bookworm", str(root),
-                             debian_mirror()], stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if rc:
-        raise StepFailed("test image openmpi", f"debootstrap exited with status {rc}", log)
-    for item in (root / "var/cache/apt/archives").glob("*.deb"):
-        item.unlink()
-    (root / ".complete").touch()
-    return root
+    return debootstrap_tree("debian-openmpi", log, "libopenmpi3", "test image openmpi")
 
 
 def hello_tree(log: Path) -> Path:

@@ -57,38 +57,32 @@ def busybox_tree() -> Path:
     return root
 
 
-def debian_tree(log: Path) -> Path:
-    root = ROOTFS_DIR / "debian-bookworm"
+def debootstrap_tree(name: str, log: Path, include: str = "", step: str = "test image debian") -> Path:
+    """ROOTFS_DIR/``name``: `debootstrap --variant=minbase bookworm` (plus ``include``, comma-separated packages),
+    made once; the downloaded .debs are dropped. ``step``: how a failure is reported."""
+    root = ROOTFS_DIR / name
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
+    extra = [f"--include={include}"] if include else []
     with open(log, "a") as out:
-        rc = subprocess.run(["debootstrap", "--variant=minbase", "bookworm", str(root), debian_mirror()],
+        rc = subprocess.run(["debootstrap", "--variant=minbase", *extra, "bookworm", str(root), debian_mirror()],
                             stdout=out, stderr=subprocess.STDOUT, check=False).returncode
     if rc:
-        raise StepFailed("test image debian", f"debootstrap exited with status {rc}", log)
-    for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for item in (root / cache).glob("*.deb"):
-            item.unlink()
-    (root / ".complete").touch()
-    return root
-
-
-def python_tree(log: Path) -> Path:
-    """Debian with Python and pip, as images of Python users are (`pip install` into the image is tested on it)."""
-    root = ROOTFS_DIR / "debian-python"
-    if (root / ".complete").exists():
-        return root
-    shutil.rmtree(root, ignore_errors=True)
-    with open(log, "a") as out:
-        rc = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3-pip", "bookworm", str(root),
-                             debian_mirror()], stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if rc:
-        raise StepFailed("test image python", f"debootstrap exited with status {rc}", log)
+        raise StepFailed(step, f"debootstrap exited with status {rc}", log)
     for item in (root / "var/cache/apt/archives").glob("*.deb"):
         item.unlink()
     (root / ".complete").touch()
     return root
+
+
+def debian_tree(log: Path) -> Path:
+    return debootstrap_tree("debian-bookworm", log)
+
+
+def python_tree(log: Path) -> Path:
+    """Debian with Python and pip, as images of Python users are (`pip install` into the image is tested on it)."""
+    return debootstrap_tree("debian-python", log, "python3-pip", "test image python")
 
 
 def push_python(pusher: Pusher, log: Path) -> bool:
