@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -192,8 +193,7 @@ def _check_user_can_read(path: str, uid: int | None, gid: int | None) -> None:
 def _local_file(ref: LocalFile, store: ImageCache) -> CachedImage:
     path = Path(ref.path).resolve()
     if ref.is_sif:
-        from hpcctl.image import sif
-        return sif.as_cached_image(path, store)
+        return _sif_file(path)
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -206,6 +206,23 @@ def _local_file(ref: LocalFile, store: ImageCache) -> CachedImage:
                                "convert it with `hpcctl image pull` or mksquashfs")
     return CachedImage(path=str(path), digest="", reference=str(path), size=st.st_size, config=ImageConfig(),
                        lock_path=None)
+
+
+def _sif_file(path: Path) -> CachedImage:
+    """A .sif is used in place: its primary system partition is the squashfs, at an offset into the file."""
+    from hpcctl.image import sif
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise NotFound(f"image file {path} does not exist", "check the path") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadReference(f"image file {path} is not a regular file", "give the path of a .sif file")
+        part = sif.read(fd).system_partition
+    finally:
+        os.close(fd)
+    return CachedImage(path=str(path), digest="", reference=str(path), size=part.size, config=ImageConfig(),
+                       lock_path=None, offset=part.offset)
 
 
 def mark_in_use(image: CachedImage) -> int | None:

@@ -72,6 +72,7 @@ class CachedImage:
     size: int
     config: ImageConfig = field(default_factory=ImageConfig)
     lock_path: str | None = None
+    offset: int = 0  # where the squashfs starts in ``path`` (a .sif's system partition); ``size`` bytes long
 
 
 @dataclass(frozen=True)
