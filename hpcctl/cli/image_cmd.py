@@ -6,6 +6,7 @@ import argparse
 import datetime
 import sys
 
+from hpcctl.cli import image_build_cmd
 from hpcctl.cli.output import print_json, print_table
 
 
@@ -43,6 +44,7 @@ def register(subparsers) -> None:
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument("--json", action="store_true")
     gc.set_defaults(func=_gc)
+    image_build_cmd.register_actions(sub)
 
 
 def _site(args):

@@ -25,8 +25,9 @@ SOCKET = "/var/run/docker.sock"
 
 
 def _require_daemon() -> None:
-    if not os.environ.get("DOCKER_HOST") and not os.path.exists(SOCKET):
-        raise RegistryUnreachable(f"no Docker daemon runs on this node ({SOCKET} does not exist)",
+    host = os.environ.get("DOCKER_HOST") or f"unix://{SOCKET}"
+    if host.startswith("unix://") and not os.path.exists(host[len("unix://"):]):
+        raise RegistryUnreachable(f"no Docker daemon runs on this node ({host[len('unix://'):]} does not exist)",
                                   "dockerd:// images come from the node's Docker daemon: start it there, or push "
                                   "the image to a registry")
 
