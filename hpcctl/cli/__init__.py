@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import os
 import sys
 
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # names and paths from Slurm or images print as the bytes they are
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         return args.func(args) or 0
     except HpcctlError as exc:

@@ -14,6 +14,8 @@ from hpcctl.slurm.commands import CommandBackend
 from hpcctl.slurm.jobs import JOB_REF, JobInfo, expand_output, split_ref
 
 BLOCKED_REASONS = {"DependencyNeverSatisfied"}  # pending forever: a dependency failed
+FIRST_POLL_S, POLL_GROWTH, LAST_POLL_S = 0.5, 1.5, 5.0  # Slurm is asked again after 0.5 s, then ever less often
+FILE_POLL_S = 1.0  # output files are local: read at this pace whatever the Slurm polls do
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,25 @@ def settled(jobs: list[JobInfo]) -> bool:
                               for j in jobs)
 
 
-def wait_for(backend: CommandBackend, refs: list[str], timeout: float | None = None) -> dict[str, list[JobInfo]]:
-    """Poll (one squeue call per round, backing off to 5 s) until every job has ended."""
-    deadline = time.monotonic() + timeout if timeout else None
-    delay = 0.5
+def polls():
+    """Delays between two questions to Slurm: growing from FIRST_POLL_S to at most LAST_POLL_S."""
+    delay = FIRST_POLL_S
     while True:
-        found = backend.status(refs)
+        yield delay
+        delay = min(delay * POLL_GROWTH, LAST_POLL_S)
+
+
+def wait_for(backend: CommandBackend, refs: list[str], timeout: float | None = None) -> dict[str, list[JobInfo]]:
+    """Poll (one squeue call for the caller's jobs per round, backing off) until every job has ended."""
+    deadline = time.monotonic() + timeout if timeout else None
+    for delay in polls():
+        found = backend.status(refs, mine=True)
         if all(settled(jobs) or not jobs for jobs in found.values()):
             return found
         if deadline and time.monotonic() > deadline:
             raise HpcctlError(f"jobs {', '.join(refs)} still running after {timeout:.0f} s",
                               "follow them with `hpcctl status` or `hpcctl logs -f`")
         time.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
 
 
 def output_paths(target: Target, jobs: list[JobInfo]) -> list[tuple[str, str]]:
@@ -97,15 +105,19 @@ def tail(backend: CommandBackend, targets: list[Target], out=None) -> dict[str, 
     out = out or sys.stdout
     offsets: dict[str, int] = {}
     refs = [t.ref for t in targets]
+    delays = polls()
+    next_poll = 0.0
     while True:
-        found = backend.status(refs)
-        finished = all(settled(jobs) or not jobs for jobs in found.values())
+        if time.monotonic() >= next_poll:
+            found = backend.status(refs)
+            finished = all(settled(jobs) or not jobs for jobs in found.values())
+            next_poll = time.monotonic() + next(delays)
         paths = [p for t in targets for p in output_paths(t, found.get(t.ref, []))]
         for label, path in paths:
             offsets[path] = _print_new(path, offsets.get(path, 0), label if len(paths) > 1 else "", out)
         if finished:
             return found
-        time.sleep(1.0)
+        time.sleep(min(FILE_POLL_S, max(0.0, next_poll - time.monotonic())))
 
 
 def _print_new(path: str, offset: int, label: str, out) -> int:

@@ -1,4 +1,4 @@
-"""`hpcctl list`: recent run bundles with the state Slurm reports now, from one squeue call."""
+"""`hpcctl list`: recent run bundles with the state Slurm reports now, from one squeue call for their jobs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hpcctl.slurm.commands import CommandBackend
 
 def recent(backend: CommandBackend, last: int) -> list[dict]:
     records = [(b, b.record()) for b in all_bundles()[:last]]
-    queue = backend.queue() if records else []
+    queue = backend.jobs(sorted({r.job_id for _, r in records if r.job_id}), mine=True)
     rows = []
     for bundle, record in records:
         jobs = [j for j in queue if record.job_id and j.matches(record.job_id)]

@@ -25,6 +25,8 @@ PARTITION = "debug"
 
 TEST_USER = "hpcuser"
 TEST_UID = 2001
+OTHER_USER = "hpcother"  # a second user: other users' jobs in the queue
+OTHER_UID = 2002
 
 REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"

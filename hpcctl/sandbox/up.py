@@ -174,8 +174,9 @@ def up(quiet: bool = False, images: bool = True) -> int:
     installed = packages.ensure(str(L.log("apt")))
     report.step("packages", f"installed {len(installed)}" if installed else "present", bool(installed))
     _directories()
-    made = users.ensure_test_user()
-    report.step("test user", "created" if made else f"{L.TEST_USER} exists", made)
+    made = users.ensure_test_users()
+    report.step("test users", f"created {', '.join(made)}" if made else f"{L.TEST_USER}, {L.OTHER_USER} exist",
+                bool(made))
     made = _fake_gpus()
     report.step("fake GPUs", "created" if made else f"{L.FAKE_GPU_DIR}/nvidia[0-3] exist", made)
     made = _site_config()

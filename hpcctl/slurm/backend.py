@@ -17,7 +17,8 @@ def _major_minor(text: str) -> tuple[int, int] | None:
 def installed_slurm_version() -> tuple[int, int] | None:
     """From `sinfo --version` ("slurm 22.05.8")."""
     try:
-        out = subprocess.run(["sinfo", "--version"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["sinfo", "--version"], capture_output=True, encoding="utf-8", errors="replace",
+                             timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     return _major_minor(out)

@@ -1,18 +1,20 @@
-"""The one interface to Slurm, through its commands: sbatch, squeue --json, scontrol, sacct, scancel.
+"""The one interface to Slurm, through its commands: sbatch, squeue, scontrol, sacct, scancel.
 
-Status works without accounting: squeue --json first (it knows jobs until MinJobAge after their end), then
-`scontrol show job`, then sacct where slurmdbd answers.
+Status works without accounting: squeue first (it knows jobs until MinJobAge after their end), then
+`scontrol show job`, then sacct where slurmdbd answers. Slurm is asked only for the jobs in question: squeue --json
+of 22.05 ignores every filter and prints all jobs of all users, so squeue prints named fields instead.
+Slurm's output is bytes (other users choose job names and directories): decoded as UTF-8 with surrogateescape, so
+no byte can fail a command and a path still opens the file it names.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import dataclass
 
 from hpcctl.errors import HpcctlError
-from hpcctl.slurm.jobs import JobInfo, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable
+from hpcctl.slurm.jobs import SQUEUE_FORMAT, JobInfo, from_sacct_line, from_scontrol_line, parse_parsable, split_squeue
 
 SLURM_TIMEOUT_S = 60
 SUBMIT_FIX = "fix the spec or the site limits; `hpcctl submit --test-only` checks without queuing"
@@ -39,8 +41,8 @@ def run(argv: list[str], env: dict | None = None, cwd: str | None = None) -> sub
     if shutil.which(argv[0]) is None:
         raise HpcctlError(f"'{argv[0]}' not found", "install the Slurm client commands or fix PATH")
     try:
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=SLURM_TIMEOUT_S,
-                              check=False)
+        return subprocess.run(argv, capture_output=True, encoding="utf-8", errors="surrogateescape", env=env, cwd=cwd,
+                              timeout=SLURM_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         raise HpcctlError(f"'{' '.join(argv[:2])}' did not answer in {SLURM_TIMEOUT_S} s",
                           "check that slurmctld is up (scontrol ping)") from None
@@ -61,12 +63,18 @@ class CommandBackend:
         job_id, cluster = parse_parsable(result.stdout)
         return Submission(job_id=job_id, cluster=cluster, argv=tuple(argv), message=message)
 
-    def queue(self) -> list[JobInfo]:
-        """Every job squeue knows. Its --json output ignores -j/-u filters in 22.05, so callers filter."""
-        result = run(["squeue", "--json"])
+    def jobs(self, refs: list[str], mine: bool = False) -> list[JobInfo]:
+        """The jobs or array tasks named, in any state slurmctld still remembers; ``mine``: all are the caller's,
+        so slurmctld sends only the caller's jobs (one job alone is always fetched by itself)."""
+        if not refs:
+            return []
+        argv = ["squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}", "--jobs=" + ",".join(refs)]
+        result = run(argv + (["--me"] if mine and len(refs) > 1 else []))
         if result.returncode != 0:
+            if "Invalid job id" in result.stderr:  # a single job slurmctld no longer knows
+                return []
             raise HpcctlError(f"squeue failed: {one_line(result.stderr)}", "check that slurmctld is up (scontrol ping)")
-        return [from_squeue(record) for record in json.loads(result.stdout).get("jobs", [])]
+        return split_squeue(result.stdout)
 
     def show(self, job_id: str) -> list[JobInfo]:
         result = run(["scontrol", "-o", "show", "job", job_id])
@@ -83,9 +91,9 @@ class CommandBackend:
             return []
         return [from_sacct_line(line) for line in result.stdout.splitlines() if line.strip()]
 
-    def status(self, refs: list[str]) -> dict[str, list[JobInfo]]:
+    def status(self, refs: list[str], mine: bool = False) -> dict[str, list[JobInfo]]:
         """Every job or array task for each reference; an empty list where no source knows it any more."""
-        queue = self.queue()
+        queue = self.jobs(refs, mine)
         found: dict[str, list[JobInfo]] = {}
         for ref in refs:
             jobs = [j for j in queue if j.matches(ref)] or self.show(ref) or self.accounting(ref)

@@ -1,4 +1,4 @@
-"""Slurm's answers, parsed: `sbatch --parsable` ids, `squeue --json` records, `scontrol -o show job` lines."""
+"""Slurm's answers, parsed: `sbatch --parsable` ids, squeue records, `scontrol -o show job` lines."""
 
 from __future__ import annotations
 
@@ -66,25 +66,33 @@ def expand_output(pattern: str, workdir: str, job_id: str, array_job: str, task:
     return text if text.startswith("/") else os.path.join(workdir, text)
 
 
-def from_squeue(record: dict) -> JobInfo:
-    array_job, task = record.get("array_job_id") or 0, record.get("array_task_id")
-    job_id = str(record["job_id"])
-    if array_job and task is not None:
-        shown = f"{array_job}_{task}"
-    elif array_job and record.get("array_task_string"):
-        shown = f"{array_job}_[{record['array_task_string']}]"
-    else:
-        shown = job_id
-    status = int(record.get("exit_code") or 0)
-    node = (record.get("batch_host") or record.get("nodes") or "")
-    stdout = record.get("standard_output") or ""
+# squeue --Format fields, each ended by a unit separator and a record by a record separator: names, directories and
+# paths are free text (even newlines), so they come last, and a record whose free text holds a separator keeps only
+# its fixed fields
+SQUEUE_FIELDS = ("JobID", "JobArrayID", "State", "Reason", "exit_code", "NodeList", "BatchHost", "UserName",
+                 "WorkDir", "Name", "STDOUT")
+FIXED_FIELDS = 8
+SQUEUE_FORMAT = ",".join(f"{field}:\x1f" for field in SQUEUE_FIELDS[:-1]) + f",{SQUEUE_FIELDS[-1]}:\x1e"
+
+
+def split_squeue(stdout: str) -> list[JobInfo]:
+    """Every record of `squeue --noheader --Format=SQUEUE_FORMAT` (a piece of free text that looks like no record
+    is left out)."""
+    records = [record.lstrip("\n").split("\x1f") for record in stdout.split("\x1e")[:-1]]
+    return [from_squeue(fields) for fields in records if len(fields) >= FIXED_FIELDS and fields[0].isdigit()]
+
+
+def from_squeue(fields: list[str]) -> JobInfo:
+    job_id, shown, state, reason, status, nodes, batch_host, user = fields[:FIXED_FIELDS]
+    workdir, name, stdout = fields[FIXED_FIELDS:] if len(fields) == len(SQUEUE_FIELDS) else ("", "", "")
+    array_job, _, task = shown.partition("_")
+    code = int(status) if status.isdigit() else 0
     if stdout:
-        stdout = expand_output(stdout, record.get("current_working_directory", ""), job_id, str(array_job or ""),
-                               "" if task is None else str(task), record.get("name", ""),
-                               record.get("user_name", ""), node)
-    return JobInfo(job_id=shown, name=record.get("name", ""), state=record.get("job_state", "UNKNOWN"),
-                   reason=record.get("state_reason", ""), exit_code=f"{status >> 8}:{status & 0x7f}",
-                   nodes=record.get("nodes", ""), stdout=stdout, source="squeue")
+        node = batch_host if batch_host != "n/a" else ""
+        task = task if task.isdigit() else ""
+        stdout = expand_output(stdout, workdir, job_id, array_job if task else "", task, name, user, node)
+    return JobInfo(job_id=shown, name=name, state=state, reason=reason, exit_code=f"{code >> 8}:{code & 0x7f}",
+                   nodes=nodes, stdout=stdout, source="squeue")
 
 
 def from_scontrol_line(line: str) -> JobInfo:

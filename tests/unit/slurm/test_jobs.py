@@ -1,9 +1,16 @@
-"""Parsing what Slurm prints: --parsable ids with a cluster, squeue --json records, scontrol lines."""
+"""Parsing what Slurm prints: --parsable ids with a cluster, squeue records, scontrol lines."""
 
 import pytest
 
 from hpcctl.errors import HpcctlError
-from hpcctl.slurm.jobs import expand_output, from_sacct_line, from_scontrol_line, from_squeue, parse_parsable, split_ref
+from hpcctl.slurm.jobs import (
+    expand_output,
+    from_sacct_line,
+    from_scontrol_line,
+    parse_parsable,
+    split_ref,
+    split_squeue,
+)
 
 
 @pytest.mark.parametrize("out,expected", [("123\n", ("123", None)), ("123;sandbox\n", ("123", "sandbox")),
@@ -27,14 +34,16 @@ def test_job_references():
     assert str(err.value) == "'abc' is not a job id (give a job id such as 123 or 123_4, or a run bundle path)"
 
 
-RECORD = {"job_id": 24, "array_job_id": 23, "array_task_id": 0, "array_task_string": "", "name": "sweep",
-          "job_state": "FAILED", "state_reason": "NonZeroExitCode", "exit_code": 256, "nodes": "n1",
-          "batch_host": "n1", "standard_output": "out/%x-%A_%a.log", "current_working_directory": "/home/u",
-          "user_name": "u"}
+def squeue_output(*records: tuple[str, ...]) -> str:
+    """What `squeue --noheader --Format=SQUEUE_FORMAT` prints for these records."""
+    return "".join("\x1f".join(fields) + "\x1e\n" for fields in records)
+
+
+TASK = ("24", "23_0", "FAILED", "NonZeroExitCode", "256", "n1", "n1", "u", "/home/u", "sweep", "out/%x-%A_%a.log")
 
 
 def test_squeue_array_task_record():
-    info = from_squeue(RECORD)
+    [info] = split_squeue(squeue_output(TASK))
     assert (info.job_id, info.state, info.exit_code) == ("23_0", "FAILED", "1:0")
     assert info.stdout == "/home/u/out/sweep-23_0.log"
     assert info.matches("23") and info.matches("23_0") and not info.matches("23_1") and not info.matches("2")
@@ -42,11 +51,19 @@ def test_squeue_array_task_record():
 
 
 def test_squeue_pending_array_and_plain_job():
-    pending = from_squeue({**RECORD, "job_id": 30, "array_job_id": 30, "array_task_id": None,
-                           "array_task_string": "0-3%2", "job_state": "PENDING"})
+    pending, plain = split_squeue(squeue_output(
+        ("30", "30_[0-3%2]", "PENDING", "None", "0", "", "n/a", "u", "/w", "p", "%A-%a.out"),
+        ("24", "24", "RUNNING", "None", "0", "n1", "n1", "u", "/w", "j", "/abs/%j.out")))
     assert pending.job_id == "30_[0-3%2]" and pending.active and pending.matches("30")
-    plain = from_squeue({**RECORD, "array_job_id": 0, "array_task_id": None, "standard_output": "/abs/%j.out"})
     assert plain.job_id == "24" and plain.stdout == "/abs/24.out"
+
+
+def test_squeue_free_text_with_separators_and_newlines_keeps_the_fixed_fields():
+    odd_name = ("25", "25", "RUNNING", "None", "0", "n2", "n2", "u", "/w", "a\x1fb", "x.out")
+    newline = ("26", "26", "PENDING", "JobHeldUser", "0", "", "n/a", "u", "/w\nx", "n\x1e\n7\x1fz", "x.out")
+    infos = split_squeue(squeue_output(odd_name, newline, TASK))
+    assert [(i.job_id, i.state, i.name, i.stdout) for i in infos] == [
+        ("25", "RUNNING", "", ""), ("26", "PENDING", "", ""), ("23_0", "FAILED", "sweep", "/home/u/out/sweep-23_0.log")]
 
 
 def test_scontrol_line():
