@@ -105,6 +105,12 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     p->ldconfig = json_is_true(json_object_get(plan, "ldconfig"));
     p->image_user_file = json_is_true(json_object_get(plan, "image_user_file"));
     p->owner_idmap = json_is_true(json_object_get(plan, "owner_idmap"));
+    json_t *offset = json_object_get(plan, "image_offset"), *size = json_object_get(plan, "image_size");
+    if ((offset && (!json_is_integer(offset) || json_integer_value(offset) < 0)) ||
+        (size && (!json_is_integer(size) || json_integer_value(size) < 0)))
+        FAIL("the mount plan's image_offset and image_size must be integers >= 0");
+    p->image_offset = (unsigned long long)json_integer_value(offset);
+    p->image_size = (unsigned long long)json_integer_value(size);
     p->cwd = str(doc, "cwd", "");
     p->uid = (uid_t)json_integer_value(json_object_get(doc, "uid"));
     p->gid = (gid_t)json_integer_value(json_object_get(doc, "gid"));
@@ -238,8 +244,9 @@ static void user_fs_end(void)
     errno = saved;
 }
 
-/* Attach the squashfs file open at IMG to a free loop device, read-only, detached again when unmounted. */
-static int loop_attach(int img, const char *image, char *dev, size_t devlen, char *err, size_t errlen)
+/* Attach the squashfs file open at IMG (the plan's bytes of it) to a free loop device, read-only, detached again
+ * when unmounted. */
+static int loop_attach(const struct plan *p, int img, char *dev, size_t devlen, char *err, size_t errlen)
 {
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
@@ -254,6 +261,8 @@ static int loop_attach(int img, const char *image, char *dev, size_t devlen, cha
             continue;
         struct loop_config cfg = {.fd = (unsigned)img};
         cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        cfg.info.lo_offset = p->image_offset;
+        cfg.info.lo_sizelimit = p->image_size;
         if (ioctl(lfd, LOOP_CONFIGURE, &cfg) == 0) {
             close(ctl);
             return lfd; /* keep open until mounted: autoclear then ties the device to the mount */
@@ -264,7 +273,7 @@ static int loop_attach(int img, const char *image, char *dev, size_t devlen, cha
     }
     int saved = errno;
     close(ctl);
-    FAIL("no free loop device for %s: %s", image, strerror(saved));
+    FAIL("no free loop device for %s: %s", p->image, strerror(saved));
 }
 
 /* The image, opened with the user's rights when the user named it: a path swapped for a link after the core's
@@ -382,7 +391,7 @@ static int mount_image(const struct plan *p, const char *lower, int *is_dir, cha
         return 0;
     }
     char dev[64];
-    int lfd = loop_attach(img, p->image, dev, sizeof(dev), err, errlen);
+    int lfd = loop_attach(p, img, dev, sizeof(dev), err, errlen);
     close(img);
     if (lfd < 0)
         return -1;

@@ -34,6 +34,8 @@ struct plan {
     const char **ldconfig_dirs; /* NULL-terminated directories the linker cache covers besides ldconfig's own */
     int writable, ldconfig, image_user_file;
     int owner_idmap; /* the image's root-owned files appear owned by uid/gid (an id-mapped lower layer) */
+    unsigned long long image_offset, image_size; /* the squashfs's bytes in the image file (a .sif's partition);
+                                                    image_size 0: to the end */
     int unshare;     /* CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS: namespaces of the step's own */
     uid_t uid;
     gid_t gid;

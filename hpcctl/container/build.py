@@ -8,9 +8,9 @@ import pwd
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from hpcctl.container import slurm_client
+from hpcctl.container import singularity, slurm_client
 from hpcctl.container.access import Identity, examine
-from hpcctl.container.environment import compose, image_env
+from hpcctl.container.environment import LOCALE_WHY, compose, image_env
 from hpcctl.container.image_facts import ImageFacts
 from hpcctl.container.inject.layout import LIBDIR, REMAP_ROOT_APT_CONF
 from hpcctl.container.options import SPECIAL_SOURCES, ContainerOptions
@@ -52,13 +52,20 @@ class Image:
     config: Mapping = field(default_factory=dict)  # OCI config: Env, Entrypoint, Cmd, WorkingDir, User
     hold: str | None = None  # file to keep a shared flock on while the step runs, so cache gc leaves the image
     user_file: bool = False  # a file the user named: opened with the user's rights, never root's
+    offset: int = 0  # a .sif: where its system partition (the squashfs) starts in ``path``
+    size: int = 0  # and its length; 0 for a plain squashfs file
+
+    @property
+    def sif(self) -> bool:
+        return self.offset > 0
 
     @classmethod
     def of_cached(cls, cached, reference: str) -> "Image":
         """The image a node cache entry (hpcctl.image.cache.CachedImage) gives; one without a digest is a squashfs
-        file the user named, which the cache only looked at."""
+        (or .sif) file the user named, which the cache only looked at."""
         return cls(path=str(cached.path), reference=reference, config=cached.config.to_dict(),
-                   hold=cached.lock_path, user_file=not cached.digest)
+                   hold=cached.lock_path, user_file=not cached.digest, offset=cached.offset,
+                   size=cached.size if cached.offset else 0)
 
 
 @dataclass(frozen=True)
@@ -144,11 +151,17 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
         ldconfig = injection.ldconfig
     mounts.sort(key=_order)
 
+    if image.sif:
+        extra_env = [*singularity.apptainer_env(image.path), *extra_env]
     env = compose(image_env(image.config), site.environment, options.env, extra_env)
     entrypoint_on = site.plugin.entrypoint if options.entrypoint is None else options.entrypoint
     entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
+    if image.sif:  # the image's environment scripts always apply; its runscript with --container-entrypoint
+        entrypoint = singularity.entrypoint([op for op in env if op.why != LOCALE_WHY],
+                                            runscript=options.entrypoint is True)
     writable = site.plugin.writable if options.writable is None else options.writable
-    return MountPlan(image=image.path, image_user_file=image.user_file, owner_idmap=step.who.uid != 0,
+    return MountPlan(image=image.path, image_user_file=image.user_file, image_offset=image.offset,
+                     image_size=image.size, owner_idmap=step.who.uid != 0,
                      mounts=mounts, env=env, ldconfig=ldconfig,
                      ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),

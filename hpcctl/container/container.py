@@ -48,7 +48,8 @@ def remap_root_mounts(state_dir: str) -> list[PlanMount]:
 def read_image(site: SiteConfig, image: Image, options: ContainerOptions, who: Identity) -> ImageFacts:
     """What the plan needs from inside the image, read as ``who`` (see hpcctl.container.image_facts)."""
     return image_facts.read(image.path, who, image_linkers(site, options.mpi), site.gpu.ldconfig,
-                            os.path.join(site.plugin.runtime_dir, "inspect"), user_file=image.user_file)
+                            os.path.join(site.plugin.runtime_dir, "inspect"), user_file=image.user_file,
+                            offset=image.offset, size=image.size)
 
 
 def build_container(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, state_dir: str,

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from hpcctl.container.plan import EnvOp
 from hpcctl.site.config import EnvRules
 
-PROTECTED = re.compile(r"SLURM_.*|SLURMD_.*|PMI.*|PMIX.*|OMPI_MCA_orte_.*|CUDA_VISIBLE_DEVICES")
+PROTECTED_PATTERNS = ("SLURM_*", "SLURMD_*", "PMI*", "PMIX*", "OMPI_MCA_orte_*", "CUDA_VISIBLE_DEVICES")  # as globs
+PROTECTED = re.compile("|".join(p.replace("*", ".*") for p in PROTECTED_PATTERNS))
+LOCALE_WHY = "the host's locale, as pyxis drops it"
 HOST_LOCALE = ("LANG", "LANGUAGE", "LC_ALL")
 
 
@@ -35,7 +37,7 @@ def compose(image: Mapping[str, str], site: EnvRules, keep: Iterable[str], extra
     def allowed(name: str) -> bool:
         return name not in keep and not PROTECTED.fullmatch(name)
 
-    ops = [EnvOp("unset", n, "", "the host's locale, as pyxis drops it") for n in HOST_LOCALE if n not in keep]
+    ops = [EnvOp("unset", n, "", LOCALE_WHY) for n in HOST_LOCALE if n not in keep]
     ops += [EnvOp("set", n, v, "image ENV") for n, v in image.items() if allowed(n)]
     ops += [EnvOp("set", n, v, "site environment.set") for n, v in site.set.items() if n not in keep]
     ops += [EnvOp("prepend", n, v, "site environment.prepend") for n, v in site.prepend.items() if n not in keep]

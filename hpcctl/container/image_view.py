@@ -28,7 +28,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x40
 LOOP_CTL_GET_FREE, LOOP_CONFIGURE = 0x4C82, 0x4C0A
 LO_FLAGS_READ_ONLY, LO_FLAGS_AUTOCLEAR = 1, 4
 _LOOP_CONFIG_SIZE = 304  # struct loop_config: fd, block_size, loop_info64 (232 bytes), 8 reserved u64
-_LO_FLAGS_OFFSET = 8 + 52  # loop_config.info.lo_flags
+_LO_OFFSET, _LO_SIZELIMIT, _LO_FLAGS_OFFSET = 8 + 24, 8 + 32, 8 + 52  # loop_config.info.lo_offset, ...
 
 
 def _libc():
@@ -69,8 +69,9 @@ def open_image_file(path: str, who: Identity) -> int:
     return fd
 
 
-def _loop_device(image_fd: int) -> int:
-    """An fd of a free loop device now backed by ``image_fd``, read-only, cleared when its last user goes."""
+def _loop_device(image_fd: int, offset: int = 0, size: int = 0) -> int:
+    """An fd of a free loop device now backed by ``image_fd`` (``size`` bytes from ``offset``; 0: to the end),
+    read-only, cleared when its last user goes."""
     ctl = os.open("/dev/loop-control", os.O_RDWR | os.O_CLOEXEC)
     try:
         for _ in range(20):
@@ -78,6 +79,7 @@ def _loop_device(image_fd: int) -> int:
             loop = os.open(f"/dev/loop{number}", os.O_RDONLY | os.O_CLOEXEC)
             config = bytearray(_LOOP_CONFIG_SIZE)
             struct.pack_into("<I", config, 0, image_fd)
+            struct.pack_into("<QQ", config, _LO_OFFSET, offset, size)
             struct.pack_into("<I", config, _LO_FLAGS_OFFSET, LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR)
             buffer = (ctypes.c_char * len(config)).from_buffer(config)
             if _libc().ioctl(loop, LOOP_CONFIGURE, buffer) == 0:
@@ -99,12 +101,12 @@ def _ioctl(fd: int, request: int, arg: int) -> int:
     return result
 
 
-def _mount_privately(image_fd: int, mountpoint: str) -> None:
+def _mount_privately(image_fd: int, mountpoint: str, offset: int = 0, size: int = 0) -> None:
     """In a new, private mount namespace: the squashfs at ``mountpoint``, read-only, nosuid, nodev, noexec."""
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS), "unshare")
     _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make / private")
-    loop = _loop_device(image_fd)
+    loop = _loop_device(image_fd, offset, size)
     try:
         _check(libc.mount(f"/dev/loop{_loop_number(loop)}".encode(), mountpoint.encode(), b"squashfs",
                           MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount the image as squashfs")
@@ -116,9 +118,10 @@ def _loop_number(loop_fd: int) -> int:
     return os.minor(os.fstat(loop_fd).st_rdev)
 
 
-def _squashfuse(path: str, mountpoint: str) -> None:
+def _squashfuse(path: str, mountpoint: str, offset: int = 0) -> None:
     try:
-        result = subprocess.run(["squashfuse", "-o", "ro", path, mountpoint], capture_output=True, text=True,
+        result = subprocess.run(["squashfuse", "-o", f"ro,offset={offset}" if offset else "ro", path, mountpoint],
+                                capture_output=True, text=True,
                                 timeout=30, check=False)
     except FileNotFoundError:
         raise HpcctlError(f"cannot read {path}: squashfuse is not installed on this machine",
@@ -129,16 +132,17 @@ def _squashfuse(path: str, mountpoint: str) -> None:
 
 
 def read(path: str, who: Identity, work: Callable[[], object], what: str, scratch: str,
-         user_file: bool = False, seconds: float = 30):
+         user_file: bool = False, seconds: float = 30, offset: int = 0, size: int = 0):
     """``work()`` run with the image's root tree as its working directory, as ``who``. ``path``: a squashfs file
     or a root directory; ``scratch``: a root-only directory to mount on (in the child's namespace only);
-    ``user_file``: ``path`` is the user's, opened with their rights (a cached image is opened as root)."""
+    ``user_file``: ``path`` is the user's, opened with their rights (a cached image is opened as root);
+    ``offset``/``size``: where the squashfs lies in ``path`` (a .sif's system partition)."""
     if os.path.isdir(path):
         if user_file:  # the user's tree is entered with their rights, after the child became them
             return confined.run(lambda: (os.chdir(path), work())[1], who, what, seconds)
         return confined.run(work, who, what, seconds, prepare=lambda: os.chdir(path))
     if os.geteuid() != 0:
-        return _read_with_squashfuse(path, who, work, what, seconds)
+        return _read_with_squashfuse(path, who, work, what, seconds, offset)
     try:
         image_fd = open_image_file(path, who if user_file else Identity(0, 0))
     except OSError as exc:
@@ -148,7 +152,7 @@ def read(path: str, who: Identity, work: Callable[[], object], what: str, scratc
     os.makedirs(scratch, mode=0o700, exist_ok=True)
 
     def prepare() -> None:
-        _mount_privately(image_fd, scratch)
+        _mount_privately(image_fd, scratch, offset, size)
         os.chdir(scratch)
 
     try:
@@ -157,11 +161,11 @@ def read(path: str, who: Identity, work: Callable[[], object], what: str, scratc
         os.close(image_fd)
 
 
-def _read_with_squashfuse(path: str, who: Identity, work, what: str, seconds: float):
+def _read_with_squashfuse(path: str, who: Identity, work, what: str, seconds: float, offset: int = 0):
     """Without root (hpcctl site explain by a user): squashfuse, as the caller, unmounted afterwards."""
     mountpoint = tempfile.mkdtemp(prefix="hpcctl-image-")
     try:
-        _squashfuse(path, mountpoint)
+        _squashfuse(path, mountpoint, offset)
         try:
             return confined.run(work, who, what, seconds, prepare=lambda: os.chdir(mountpoint))
         finally:

@@ -23,6 +23,8 @@ from hpcctl.container.access import Identity
 from hpcctl.container.build import Image
 from hpcctl.container.container import Container
 from hpcctl.container.inject import gres
+from hpcctl.container.options import is_file_reference
+from hpcctl.container.sif_file import is_sif, sif_image
 from hpcctl.container.state import runtime_root
 from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
@@ -106,6 +108,9 @@ def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, prog
     pipeline's squashfs, pulled with the user's credentials and held in use (cache gc leaves it) meanwhile."""
     if os.path.isdir(reference):
         yield Image(path=os.path.realpath(reference), reference=reference)
+        return
+    if is_file_reference(reference) and is_sif(reference):
+        yield sif_image(os.path.abspath(reference), reference, identity(user))
         return
     from hpcctl.image import api
 

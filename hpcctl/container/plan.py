@@ -45,6 +45,8 @@ class EnvOp:
 class MountPlan:
     image: str  # path of the squashfs (or directory) used as the container's root
     image_user_file: bool = False  # the user named it: opened with the user's rights
+    image_offset: int = 0  # where the squashfs starts in the image file (a .sif's system partition)
+    image_size: int = 0  # its length in bytes; 0: to the end of the file
     owner_idmap: bool = False  # the image's root-owned files appear owned by the job's user (id-mapped lower)
     mounts: list[PlanMount] = field(default_factory=list)
     env: list[EnvOp] = field(default_factory=list)
@@ -60,7 +62,8 @@ class MountPlan:
     unshare: list[str] = field(default_factory=list)  # namespaces of the step's own: net (loopback up), ipc, uts
 
     def to_dict(self) -> dict:
-        return {"image": self.image, "image_user_file": self.image_user_file, "owner_idmap": self.owner_idmap,
+        return {"image": self.image, "image_user_file": self.image_user_file, "image_offset": self.image_offset,
+                "image_size": self.image_size, "owner_idmap": self.owner_idmap,
                 "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env],
                 "ldconfig": self.ldconfig,
                 "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,

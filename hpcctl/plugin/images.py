@@ -7,6 +7,7 @@ import os
 from hpcctl.container.access import Identity, readable
 from hpcctl.container.build import Image
 from hpcctl.container.options import is_file_reference
+from hpcctl.container.sif_file import is_sif, sif_image
 from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
@@ -52,6 +53,8 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
         if os.path.isdir(reference):  # only a squashfs file: a directory would be the host's own tree
             raise HpcctlError(f"--container-image: {reference} is a directory",
                               "pass a squashfs file (an unpacked tree: make one with mksquashfs)")
+        if is_sif(reference):
+            return sif_image(reference, reference, who)
         return Image(path=reference, reference=reference, user_file=True)
     cached = _pinned_in_node_cache(reference, site) or _api().ensure(reference, site, uid=who.uid, gid=who.gid)
     return Image.of_cached(cached, reference)

@@ -100,7 +100,8 @@ def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: st
     with open(meta) as fh:
         data = json.load(fh)
     return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {},
-                                  hold=data.get("hold")))
+                                  hold=data.get("hold"), user_file=bool(data.get("user_file")),
+                                  offset=int(data.get("offset") or 0), size=int(data.get("size") or 0)))
 
 
 def unnamed(site: SiteConfig, job_id: str, step_id: str, node: str, uid: int, image: Image) -> str:
@@ -118,7 +119,7 @@ def remember(named: Named, image: Image) -> None:
     tmp = os.path.join(named.directory, ".image.json.tmp")
     with open(tmp, "w") as fh:
         json.dump({"path": image.path, "reference": image.reference, "config": dict(image.config),
-                   "hold": image.hold}, fh)
+                   "hold": image.hold, "user_file": image.user_file, "offset": image.offset, "size": image.size}, fh)
     os.replace(tmp, os.path.join(named.directory, "image.json"))
 
 
