@@ -219,6 +219,8 @@ def _sif_file(path: Path) -> CachedImage:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise BadReference(f"image file {path} is not a regular file", "give the path of a .sif file")
         part = sif.read(fd).system_partition
+    except sif.BadSif as exc:
+        raise sif.BadSif(f"{path}: {exc.problem}", exc.fix) from None
     finally:
         os.close(fd)
     return CachedImage(path=str(path), digest="", reference=str(path), size=part.size, config=ImageConfig(),

@@ -75,11 +75,17 @@ def test_a_relative_squashfs_path_is_used_in_place(fake_registry, site_file, tmp
     assert local["path"] == str(tmp_path / "work/img.sqsh")
 
 
-def test_a_sif_without_apptainer_or_singularity_is_one_line(site_file, tmp_path):
-    """Neither Apptainer nor SingularityCE is packaged for Debian 12 (its `singularity` package is a game)."""
-    (tmp_path / "app.sif").write_bytes(b"SIF_MAGIC")
-    result = hpcctl(site_file, "pull", "./app.sif", cwd=tmp_path)
+def test_a_sif_is_read_without_apptainer_and_used_in_place(site_file, tmp_path):
+    """Neither Apptainer nor SingularityCE is packaged for Debian 12: hpcctl reads the SIF header itself."""
+    from hpcctl.sandbox import sif_writer
+
+    (tmp_path / "tree/bin").mkdir(parents=True)
+    (tmp_path / "tree/bin/hello").write_text("hi\n")
+    sif_writer.singularity_sif(tmp_path / "app.sif", tmp_path / "tree")
+    pulled = json.loads(hpcctl(site_file, "pull", "--json", "./app.sif", cwd=tmp_path).stdout)
+    assert pulled["path"] == str(tmp_path / "app.sif") and pulled["digest"] == ""
+    (tmp_path / "cut.sif").write_bytes(b"SIF_MAGIC")
+    result = hpcctl(site_file, "pull", "./cut.sif", cwd=tmp_path)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == ("hpcctl: error: app.sif: .sif images need apptainer or singularity on this node, and "
-                             "neither is installed (install Apptainer, or convert the image to squashfs once: "
-                             "`apptainer sif dump <ID> x.sif > x.sqsh`)\n")
+    assert result.stderr == (f"hpcctl: error: {tmp_path}/cut.sif: the .sif is truncated: its global header ends at "
+                             "byte 128, the file has 9 (copy the file again in full)\n")
