@@ -1,5 +1,5 @@
 """`hpcctl image build`: a Dockerfile or Singularity .def built with the local Docker daemon, into the cache and
-(with --push) into a registry."""
+(with --push) into a registry; `hpcctl image push`: a .sif into a registry as an ORAS artifact."""
 
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ def register_actions(sub) -> None:
     build.add_argument("--json", action="store_true", help="print the result as JSON")
     build.set_defaults(func=_build)
 
+    push = sub.add_parser("push", help="push a .sif to a registry as an ORAS artifact (as apptainer push oras:// does)",
+                          description="Push a Singularity/Apptainer .sif to an OCI registry as an ORAS artifact, laid "
+                                      "out as `apptainer push oras://` lays it out, so jobs on every node run it with "
+                                      "--container-image=oras://REGISTRY/REPOSITORY:TAG. Credentials come from "
+                                      "~/.config/enroot/.credentials or docker login, as for pulls.")
+    push.add_argument("file", metavar="FILE.sif")
+    push.add_argument("target", metavar="oras://REGISTRY/REPOSITORY[:TAG]")
+    push.set_defaults(func=_push)
+
 
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -70,4 +79,23 @@ def _build(args: argparse.Namespace) -> int:
     print(f"built {name} ({image_id[:19]}): {cached.path} ({human(cached.size)})")
     if args.push:
         print(f"pushed {result['pushed']}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hpcctl.errors import HpcctlError
+    from hpcctl.image import api, oras
+    from hpcctl.image.progress import Progress
+    from hpcctl.image.reference import ImageRef, parse
+    from hpcctl.site import select
+
+    site = select.load(args.site)
+    ref = parse(args.target, site.registries.default)
+    if not isinstance(ref, ImageRef) or not ref.oras or ref.digest:
+        raise HpcctlError(f"push target '{args.target}' is not an oras:// reference with a tag",
+                          "write oras://REGISTRY/REPOSITORY[:TAG]")
+    digest = oras.push(Path(args.file), api.registry_for(ref, site, actions="pull,push"), ref.tag, Progress(True))
+    print(f"pushed {args.file} as {ref.pinned(digest)}")
     return 0

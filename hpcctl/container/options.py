@@ -80,8 +80,8 @@ def _absolute(path: str, cwd: str) -> str:
 
 def parse_image(value: str, cwd: str) -> str:
     image = value.strip().replace("\\#", "#").removeprefix("docker://")
-    if image.startswith("dockerd://"):  # the node's Docker daemon, as in enroot: image/reference.py's grammar
-        return _daemon_image(image, value)
+    if image.startswith(("dockerd://", "oras://")):  # the node's Docker daemon, as in enroot, or a .sif in a
+        return _scheme_image(image, value)  # registry (ORAS): image/reference.py's grammar
     if not image:
         raise HpcctlError("--container-image is empty", "name an image such as ubuntu:22.04 or a .sqsh file")
     if is_file_reference(image):
@@ -95,7 +95,7 @@ def parse_image(value: str, cwd: str) -> str:
     return image
 
 
-def _daemon_image(image: str, value: str) -> str:
+def _scheme_image(image: str, value: str) -> str:
     from hpcctl.image.reference import parse
 
     try:

@@ -55,13 +55,13 @@ def caches(site: SiteConfig) -> list[ImageCache]:
     return [node, user_cache()]
 
 
-def registry_for(ref: ImageRef, site: SiteConfig, uid: int | None = None) -> Registry:
+def registry_for(ref: ImageRef, site: SiteConfig, uid: int | None = None, actions: str = "pull") -> Registry:
     settings = RegistryConfigView(insecure=tuple(site.registries.insecure), mirrors=dict(site.registries.mirrors),
                                   timeout_s=float(site.registries.timeout_s), retries=int(site.registries.retries))
 
     def lookup():
         return credentials.lookup(ref.registry, ref.user, uid, site.registries.netrc, site.registries.docker_config)
-    return Registry(ref, settings, lookup)
+    return Registry(ref, settings, lookup, actions=actions)
 
 
 def _parse(ref: str, site: SiteConfig):
@@ -108,6 +108,7 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
     found = find(stores, digest)
     if found:
         _authorize(found[1], parsed, registry, site, uid)
+        _same_kind(found[1], parsed)
         return _hit(*found)
 
     target = stores[-1]
@@ -116,13 +117,18 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
         from hpcctl.image import pull
         reference = str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)) if parsed.digest \
             else parsed.canonical
+        extra_meta = {"pulled_by_uid": uid if uid is not None else os.geteuid()}
+        if parsed.oras:
+            from hpcctl.image import oras
+            return oras.build(target, registry, registry.manifest(digest), f"oras://{reference}",
+                              site.cache.low_watermark, Progress(progress), extra_meta)
         return pull.build(target, registry, registry.manifest(digest), reference, site.cache.compression,
-                          site.cache.low_watermark, Progress(progress),
-                          {"pulled_by_uid": uid if uid is not None else os.geteuid()})
+                          site.cache.low_watermark, Progress(progress), extra_meta)
 
     entry, built = target.single_flight(digest, build)
     if not built:
         _authorize(entry, parsed, registry, site, uid)
+        _same_kind(entry, parsed)
     if target.disk_usage() > site.cache.high_watermark:
         from hpcctl.image import gc
         gc.collect(target, site.cache.low_watermark, keep={digest})
@@ -149,6 +155,14 @@ def _authorize(entry: Entry, ref: ImageRef, registry: Registry, site: SiteConfig
             _prove_possession(registry, entry.digest)
         except HpcctlError:
             raise denied from None
+
+
+def _same_kind(entry: Entry, ref: ImageRef) -> None:
+    """A cached image serves references of its own kind only, oras:// a .sif and the others a container image, so
+    a wrong scheme is refused whichever was pulled first (one manifest digest cannot be both)."""
+    if entry.is_sif != ref.oras:
+        from hpcctl.image import oras
+        raise oras.wrong_kind(str(ref), ref.oras)
 
 
 def _prove_possession(registry: Registry, digest: str) -> None:

@@ -91,6 +91,11 @@ class Entry:
     def digest(self) -> str:
         return self.meta["digest"]
 
+    @property
+    def is_sif(self) -> bool:
+        """A .sif pulled with ``oras://`` (hpcctl.image.oras), not a container image."""
+        return "sif_offset" in self.meta
+
 
 def key_of(digest: str) -> str:
     return digest.split(":", 1)[1]
@@ -198,9 +203,11 @@ class ImageCache:
             os.close(self.open_lock(self.use_lock_path(digest).name))
 
     def as_image(self, entry: Entry) -> CachedImage:
+        """A cached .sif (an ``oras://`` image) is mounted as a .sif file is: its system partition's bytes."""
         return CachedImage(path=str(entry.sqsh), digest=entry.digest, reference=entry.meta["reference"],
-                           size=entry.size, config=ImageConfig.from_dict(entry.meta.get("config")),
-                           lock_path=str(self.use_lock_path(entry.digest)))
+                           size=entry.meta.get("sif_size", entry.size),
+                           config=ImageConfig.from_dict(entry.meta.get("config")),
+                           lock_path=str(self.use_lock_path(entry.digest)), offset=entry.meta.get("sif_offset", 0))
 
     # --- writing (under pull_lock) ---------------------------------------------------------------------------
     def single_flight(self, digest: str, build: Callable[[], Entry]) -> tuple[Entry, bool]:

@@ -62,6 +62,9 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
           low_watermark: int, progress: Progress, extra_meta: dict | None = None) -> Entry:
     """Download, flatten and convert; call with the image's pull lock held. Leaves nothing valid on failure. Room is
     made for the image by removing unused images, never below ``low_watermark``."""
+    if any("vnd.sylabs.sif" in str(layer.get("mediaType")) for layer in manifest.layers):
+        from hpcctl.image import oras
+        raise oras.wrong_kind(reference, oras=False)
     store = LayerStore(cache.blobs, cache.tmp)
     config_raw = registry.get_blob_bytes(manifest.config["digest"])
     try:

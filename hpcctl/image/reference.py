@@ -4,6 +4,8 @@ Forms (pyxis/enroot users and Docker users both feel at home):
 - ``nvcr.io/nvidia/pytorch:23.12``, ``ubuntu`` (-> ``docker.io/library/ubuntu:latest``), ``docker://...``
 - enroot's ``[USER@][REGISTRY#]IMAGE[:TAG][@sha256:DIGEST]``, e.g. ``nvcr.io#nvidia/pytorch:23.12``
 - ``dockerd://IMAGE``: an image in the local Docker daemon
+- ``oras://REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]``: a .sif pushed to a registry as an ORAS artifact (as
+  ``apptainer push oras://`` does); the rest is the registry grammar above
 - local files: ``/path/img.sqsh``, ``./img.sqsh``, ``../img.sqsh`` and ``.sif`` files
 """
 
@@ -24,18 +26,21 @@ _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
-FORMS = "write [USER@][REGISTRY/]IMAGE[:TAG][@sha256:DIGEST], REGISTRY#IMAGE[:TAG], dockerd://IMAGE or ./file.sqsh"
+FORMS = ("write [USER@][REGISTRY/]IMAGE[:TAG][@sha256:DIGEST], REGISTRY#IMAGE[:TAG], dockerd://IMAGE, "
+         "oras://REGISTRY/IMAGE[:TAG] or ./file.sqsh")
 
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A registry image: ``registry`` (host[:port], docker.io for Docker Hub), ``repository``, tag and/or digest."""
+    """A registry image: ``registry`` (host[:port], docker.io for Docker Hub), ``repository``, tag and/or digest;
+    ``oras``: a .sif stored as an ORAS artifact there (``oras://``), not a container image."""
 
     registry: str
     repository: str
     tag: str | None = None
     digest: str | None = None
     user: str | None = None
+    oras: bool = False
 
     @property
     def canonical(self) -> str:
@@ -48,10 +53,11 @@ class ImageRef:
         return name
 
     def pinned(self, digest: str) -> "ImageRef":
-        return ImageRef(self.registry, self.repository, self.tag, digest, self.user)
+        return ImageRef(self.registry, self.repository, self.tag, digest, self.user, self.oras)
 
     def __str__(self) -> str:
-        return f"{self.user}@{self.canonical}" if self.user else self.canonical
+        name = f"{self.user}@{self.canonical}" if self.user else self.canonical
+        return f"oras://{name}" if self.oras else name
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,10 @@ def parse(ref: str, default_registry: str = DOCKER_HUB) -> Reference:
         if not name:
             raise _bad(ref, "no image name after dockerd://")
         return DaemonImage(name)
-    rest = ref[len("docker://"):] if ref.startswith("docker://") else ref
+    oras = ref.startswith("oras://")
+    rest = ref[len("docker://"):] if ref.startswith("docker://") else ref[len("oras://"):] if oras else ref
     if "://" in rest:
-        raise _bad(ref, f"unknown scheme '{rest.split('://')[0]}://' (use docker:// or dockerd://)")
+        raise _bad(ref, f"unknown scheme '{rest.split('://')[0]}://' (use docker://, dockerd:// or oras://)")
     if not rest:
         raise _bad(ref, "no image name")
 
@@ -150,4 +157,4 @@ def parse(ref: str, default_registry: str = DOCKER_HUB) -> Reference:
         rest = f"library/{rest}"
     if tag is None and digest is None:
         tag = DEFAULT_TAG
-    return ImageRef(registry=registry, repository=rest, tag=tag, digest=digest, user=user)
+    return ImageRef(registry=registry, repository=rest, tag=tag, digest=digest, user=user, oras=oras)

@@ -13,6 +13,7 @@ import platform
 import random
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
@@ -81,12 +82,14 @@ class RegistryConfigView:
 
 
 class Registry:
-    """One registry (plus its mirrors) seen with one user's credentials. Counts the HTTP requests it makes."""
+    """One registry (plus its mirrors) seen with one user's credentials. Counts the HTTP requests it makes.
+    ``actions``: what its tokens ask for, "pull" or "pull,push" (pushes go to the registry itself, never a mirror)."""
 
     def __init__(self, ref: ImageRef, settings: RegistryConfigView,
                  credentials: Credentials | Callable[[], Credentials | None] | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, actions: str = "pull"):
         self.ref = ref
+        self.actions = actions
         self.settings = settings
         self._credentials = credentials
         self.sleep = sleep
@@ -111,13 +114,16 @@ class Registry:
         return self._credentials
 
     # --- transport -------------------------------------------------------------------------------------------
-    def _send(self, method: str, url: str, headers: dict, stream: bool) -> requests.Response:
-        """One request with retries on resets, timeouts, 429 and 5xx (exponential backoff, Retry-After)."""
+    def _send(self, method: str, url: str, headers: dict, stream: bool, data=None) -> requests.Response:
+        """One request with retries on resets, timeouts, 429 and 5xx (exponential backoff, Retry-After); a file
+        ``data`` is sent again from its start on each try."""
         attempt = 0
         while True:
             self.requests += 1
+            if hasattr(data, "seek"):
+                data.seek(0)
             try:
-                resp = self.session.request(method, url, headers=headers, stream=stream,
+                resp = self.session.request(method, url, headers=headers, stream=stream, data=data,
                                             timeout=(min(10.0, self.settings.timeout_s), self.settings.timeout_s),
                                             allow_redirects=True)
             except requests.exceptions.SSLError:
@@ -143,19 +149,21 @@ class Registry:
             return resp
 
     def _request(self, method: str, path: str, headers: dict | None = None, stream: bool = False,
-                 base: str | None = None) -> requests.Response:
+                 base: str | None = None, data=None, url: str | None = None) -> requests.Response:
+        """``path`` under the repository at ``base`` (default: the registry itself), or the absolute ``url`` there
+        (an upload location)."""
         base = base or self.endpoints[-1]
-        url = f"{base}/{self.ref.repository}/{path}"
+        url = url or f"{base}/{self.ref.repository}/{path}"
         headers = dict(headers or {})
         if base in self._auth:
             headers["Authorization"] = self._auth[base]
-        resp = self._send(method, url, headers, stream)
+        resp = self._send(method, url, headers, stream, data)
         if resp.status_code == 401 and base not in self._auth:
             challenge = resp.headers.get("WWW-Authenticate", "")
             resp.close()
             self._auth[base] = self._authorize(base, challenge)
             headers["Authorization"] = self._auth[base]
-            resp = self._send(method, url, headers, stream)
+            resp = self._send(method, url, headers, stream, data)
         if resp.status_code in (401, 403):
             resp.close()
             raise self._denied(base)
@@ -174,7 +182,7 @@ class Registry:
         realm = fields.get("realm")
         if not realm:
             raise RegistryError(f"registry {base.split('/')[2]} sent a Bearer challenge without a realm")
-        query = {"scope": f"repository:{self.ref.repository}:pull"}
+        query = {"scope": f"repository:{self.ref.repository}:{self.actions}"}
         if fields.get("service"):
             query["service"] = fields["service"]
         headers = {"Authorization": _basic(self.credentials)} if self.credentials else {}
@@ -371,6 +379,39 @@ class Registry:
         if actual != digest or (size is not None and written != size):
             raise DigestMismatch(f"layer {digest} from {self.ref.registry} arrived as {written} bytes hashing to "
                                  f"{actual}", "the registry or a proxy altered it; try again")
+
+
+    # --- pushing (a Registry made with actions="pull,push") ------------------------------------------------------
+    def push_blob(self, digest: str, size: int, source: BinaryIO) -> None:
+        """Upload ``size`` bytes of ``source`` as blob ``digest`` in one PUT (the registry checks the digest);
+        nothing is sent when the registry already has it."""
+        resp = self._request("HEAD", f"blobs/{digest}")
+        resp.close()
+        if resp.status_code == 200:
+            return
+        resp = self._request("POST", "blobs/uploads/")
+        resp.close()
+        location = resp.headers.get("Location")
+        if resp.status_code != 202 or not location:
+            raise RegistryError(f"registry {self.ref.registry} answered HTTP {resp.status_code} to starting an "
+                                f"upload to {self.ref.repository}", "check that this account may push there")
+        url = urllib.parse.urljoin(self.endpoints[-1] + "/", location)
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"digest": digest})
+        resp = self._request("PUT", "", {"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                             data=source, url=url)
+        resp.close()
+        if resp.status_code != 201:
+            raise RegistryError(f"registry {self.ref.registry} answered HTTP {resp.status_code} to the upload of "
+                                f"{digest}", "push again; the registry may have refused the digest or the size")
+
+    def put_manifest(self, tag: str, body: bytes, media_type: str) -> str:
+        """Store ``body`` as the manifest ``tag`` points to; returns its digest."""
+        resp = self._request("PUT", f"manifests/{tag}", {"Content-Type": media_type}, data=body)
+        resp.close()
+        if resp.status_code not in (200, 201):
+            raise RegistryError(f"registry {self.ref.registry} answered HTTP {resp.status_code} to the manifest of "
+                                f"{self.ref.repository}:{tag}", "check that the registry accepts OCI artifacts")
+        return sha256_digest(body)
 
 
 def _pick_platform(manifests: list[dict], want_os: str, want_arch: str) -> dict | None:

@@ -37,7 +37,7 @@ def _pinned_in_node_cache(reference: str, site: SiteConfig):
     if not isinstance(parsed, ImageRef) or not parsed.digest:
         return None
     found = find([ImageCache(site.cache.root)], parsed.digest)
-    if found is None or found[1].meta.get("auth_required"):
+    if found is None or found[1].meta.get("auth_required") or found[1].is_sif != parsed.oras:
         return None
     store, entry = found
     store.touch(entry.digest)

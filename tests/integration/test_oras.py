@@ -1,0 +1,136 @@
+"""`oras://` images (issue 15): a .sif pushed to the sandbox registry as an ORAS artifact by `hpcctl image push`, laid
+out as `apptainer push oras://` lays it out, run with `srun --container-image=oras://...` as the sandbox user on both
+nodes with Singularity's semantics; a corrupted blob, a container image and a .sif pulled as a container image are
+refused in one line each, with nothing left in the cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from hpcctl.sandbox import layout as L
+from hpcctl.sandbox.sif_writer import singularity_sif
+from hpcctl.sandbox.test_images import busybox_tree
+from tests.conftest import hpcctl_cmd
+from tests.integration.plugin_helpers import NO_MPI, srun
+
+pytestmark = pytest.mark.integration
+
+REGISTRY_STORAGE = L.STATE_DIR / "registry"  # the open registry's (127.0.0.1:5000) blob store
+EMPTY_CONFIG_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"  # of "{}"
+
+
+def make_sif(path: Path, marker: str) -> Path:
+    """busybox with two env scripts (applied in numeric order), a runscript and labels; ``marker`` makes it unique."""
+    return singularity_sif(path, busybox_tree(),
+                           env_scripts={"10-base.sh": f"export ORAS_MARKER={marker}\nexport ORDER=first\n",
+                                        "90-environment.sh": "export ORDER=\"$ORDER then second\"\n"},
+                           runscript='#!/bin/sh\necho "runscript: $*"\n', labels={"marker": marker})
+
+
+def hpcctl(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(hpcctl_cmd(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def push(sandbox, tmp_path: Path, repo: str) -> tuple[str, str]:
+    """A fresh .sif pushed as REGISTRY/REPO:TAG; (oras:// reference, its layer's digest)."""
+    marker = uuid.uuid4().hex[:12]
+    sif = make_sif(tmp_path / f"{marker}.sif", marker)
+    ref = f"oras://{sandbox.registry}/{repo}:{marker}"
+    r = hpcctl("image", "push", str(sif), ref)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"pushed {sif} as {ref}@sha256:")
+    manifest = registry_manifest(sandbox, repo, marker)
+    return ref, manifest["layers"][0]["digest"]
+
+
+def registry_manifest(sandbox, repo: str, tag: str) -> dict:
+    request = urllib.request.Request(f"http://{sandbox.registry}/v2/{repo}/manifests/{tag}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.load(resp)
+
+
+@pytest.fixture(scope="module")
+def pushed(sandbox, tmp_path_factory):
+    return push(sandbox, tmp_path_factory.mktemp("oras"), "hpcctl-test/oras-sif")
+
+
+def test_the_pushed_artifact_is_laid_out_as_apptainer_pushes_it(sandbox, pushed):
+    ref, layer_digest = pushed
+    repo, tag = ref.removeprefix(f"oras://{sandbox.registry}/").split(":")
+    manifest = registry_manifest(sandbox, repo, tag)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"] == {"mediaType": "application/vnd.sylabs.sif.config.v1+json",
+                                  "digest": EMPTY_CONFIG_DIGEST, "size": 2}
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.sylabs.sif.layer.v1.sif" and layer["digest"] == layer_digest
+    assert layer["annotations"] == {"org.opencontainers.image.title": f"{tag}.sif"}
+
+
+def test_srun_runs_an_oras_sif_on_both_nodes_with_singularity_semantics(sandbox, pushed):
+    ref, _ = pushed
+    r = srun(sandbox, "-N2", "-n2", f"--container-image={ref}", NO_MPI, "sh", "-c",
+             'echo "$ORAS_MARKER|$ORDER|$SLURM_PROCID"; /.singularity.d/runscript a b; id -un',
+             cwd=sandbox.workdir(), timeout=180)
+    assert r.returncode == 0, r.stderr
+    marker = ref.rsplit(":", 1)[1]
+    assert sorted(r.stdout.splitlines()) == sorted(
+        [f"{marker}|first then second|0", f"{marker}|first then second|1", "runscript: a b", "runscript: a b",
+         sandbox.user, sandbox.user])
+
+
+def test_pull_caches_the_sif_with_its_runscript_as_cmd(sandbox, pushed):
+    ref, _ = pushed
+    r = hpcctl("image", "pull", "--node", "n1", "--json", ref)
+    assert r.returncode == 0, r.stderr
+    image = json.loads(r.stdout)
+    assert image["reference"].startswith(ref) and image["config"]["Cmd"] == ["/.singularity.d/runscript"]
+    meta = json.loads(Path(image["path"]).with_suffix(".json").read_text())
+    assert meta["source"] == "sif" and meta["sif_offset"] > 0 and meta["sif_size"] == image["size"]
+    with open(image["path"], "rb") as sif:
+        sif.seek(meta["sif_offset"])
+        assert sif.read(4) == b"hsqs"
+
+
+def test_a_corrupted_blob_is_refused_by_its_digest_and_nothing_is_cached(sandbox, tmp_path):
+    ref, layer_digest = push(sandbox, tmp_path, "hpcctl-test/oras-corrupt")
+    hexdigest = layer_digest.removeprefix("sha256:")
+    blob = REGISTRY_STORAGE / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: only the digest can tell
+    blob.write_bytes(bytes(data))
+    r = srun(sandbox, f"--container-image={ref}", NO_MPI, "true", cwd=sandbox.workdir(), timeout=180)
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if line.startswith("hpcctl: error:")]  # the node's one line
+    assert len(errors) == 1 and f"layer {layer_digest} from {sandbox.registry} arrived as" in errors[0], r.stderr
+    r = hpcctl("image", "ls", "--json")
+    assert not [image for image in json.loads(r.stdout or "[]") if image["reference"].startswith(ref)]
+
+
+def test_a_container_image_is_not_an_oras_sif_whether_or_not_it_is_cached(sandbox):
+    ref = f"oras://{sandbox.registry}/hpcctl/busybox:latest"
+    for node in ("n1", "n2"):  # one node may hold it in its cache (as a container image), the other not
+        r = srun(sandbox, "-w", node, f"--container-image={ref}", NO_MPI, "true", cwd=sandbox.workdir(), timeout=180)
+        assert r.returncode != 0
+        [line] = [line for line in r.stderr.splitlines() if line.startswith("hpcctl: error:")]  # the node's line
+        assert line.startswith(f"hpcctl: error: {ref}@sha256:") and "is not a SIF pushed as an ORAS artifact: " in line
+    r = hpcctl("image", "pull", "--node", "n1", ref)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_oras_sif_pulled_as_a_container_image_says_to_use_oras(sandbox, pushed):
+    ref, _ = pushed
+    plain = ref.removeprefix("oras://")
+    r = hpcctl("image", "pull", "--node", "n1", plain)  # the .sif is in n1's cache by now
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        f"hpcctl: error: {plain} is a .sif stored as an ORAS artifact, not a container image "
+        f"(pull it as oras://{plain})"]
+    r = hpcctl("image", "pull", "--node", "n3", plain)  # not cached there
+    assert r.returncode != 0 and "is a .sif stored as an ORAS artifact" in r.stderr, r.stderr
