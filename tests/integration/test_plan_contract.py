@@ -61,6 +61,7 @@ BROKEN = {
     "unknown kind": {"mounts": [{"source": "/a", "target": "/a", "kind": "overlay"}]},
     "unknown env op": {"env": [{"op": "eval", "name": "A"}]},
     "mounts not a list": {"mounts": {"source": "/a"}},
+    "negative image offset": {"image_offset": -4096},
 }
 
 
@@ -78,7 +79,8 @@ def test_documents_the_schema_refuses_c_refuses_too(sandbox, tmp_path, change):
                                   ["--mounts", "/tmp:/data:ro", "--writable", "--entrypoint"]],
                          ids=["plain", "gpu-mpi", "mounts"])
 def test_pythons_documents_satisfy_the_schema_and_c_reads_them(sandbox, tmp_path, args):
-    r = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--plan-only", "--json", *args,
+    node = [] if "--node" in args else ["--node", "n1"]  # each sandbox node has its own image cache
+    r = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--plan-only", "--json", *node, *args,
                      f"{sandbox.registry}/hpcctl/openmpi:bookworm", "--", "true"],
                     env={"SUDO_USER": sandbox.user}, check=True, timeout=120, cwd="/")
     doc = json.loads(r.stdout)
