@@ -6,7 +6,7 @@ import argparse
 import datetime
 import sys
 
-from hpcctl.cli import image_build_cmd
+from hpcctl.cli import image_build_cmd, image_inspect_cmd
 from hpcctl.cli.output import print_json, print_table
 
 
@@ -45,6 +45,7 @@ def register(subparsers) -> None:
     gc.add_argument("--json", action="store_true")
     gc.set_defaults(func=_gc)
     image_build_cmd.register_actions(sub)
+    image_inspect_cmd.register_actions(sub)
 
 
 def _site(args):
