@@ -9,6 +9,8 @@ import sys
 from hpcctl.cli import image_build_cmd, image_inspect_cmd
 from hpcctl.cli.output import print_json, print_table
 
+NODE_HELP = "the Slurm node whose cache to use, where cache.root is per node (%%n) and this host runs several"
+
 
 def register(subparsers) -> None:
     image = subparsers.add_parser("image", help="pull images into the node cache, list and remove them",
@@ -21,6 +23,7 @@ def register(subparsers) -> None:
     pull.add_argument("reference", help="e.g. ubuntu:22.04, nvcr.io#nvidia/pytorch:23.12, ./img.sqsh")
     pull.add_argument("--uid", type=int, help="(root) use this user's registry credentials")
     pull.add_argument("--json", action="store_true", help="print the result as JSON, no progress")
+    pull.add_argument("--node", metavar="NAME", help=NODE_HELP)
     pull.set_defaults(func=_pull)
 
     resolve = sub.add_parser("resolve", help="print the reference pinned to its current digest")
@@ -31,18 +34,21 @@ def register(subparsers) -> None:
 
     ls = sub.add_parser("ls", help="list cached images")
     ls.add_argument("--json", action="store_true")
+    ls.add_argument("--node", metavar="NAME", help="list this node's cache only (default: every node of this host)")
     ls.set_defaults(func=_ls)
 
     rm = sub.add_parser("rm", help="remove cached images (refused while a job uses one)")
     rm.add_argument("images", nargs="+", metavar="REFERENCE|DIGEST", help="a reference as `ls` shows it, or a "
                                                                           "digest (prefix of at least 12 digits)")
     rm.add_argument("--json", action="store_true")
+    rm.add_argument("--node", metavar="NAME", help=NODE_HELP)
     rm.set_defaults(func=_rm)
 
     gc = sub.add_parser("gc", help="remove least recently used images down to the site's low watermark")
     gc.add_argument("--target", metavar="SIZE", help="shrink to this size instead, e.g. 10GiB or 0")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument("--json", action="store_true")
+    gc.add_argument("--node", metavar="NAME", help=NODE_HELP)
     gc.set_defaults(func=_gc)
     image_build_cmd.register_actions(sub)
     image_inspect_cmd.register_actions(sub)
@@ -61,7 +67,8 @@ def _image_dict(image) -> dict:
 def _pull(args: argparse.Namespace) -> int:
     from hpcctl.image import api
     from hpcctl.image.progress import human
-    image = api.ensure(args.reference, _site(args), uid=args.uid, progress=not args.json)
+    site = _site(args)
+    image = api.ensure(args.reference, site, uid=args.uid, progress=not args.json, node=_node(site, args))
     if args.json:
         print_json(_image_dict(image))
     else:
@@ -79,20 +86,43 @@ def _resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _entries(site):
+def _node(site, args) -> str | None:
+    from hpcctl.site.nodes import cache_node
+    return cache_node(site, args.node)
+
+
+def _caches(site, args, every_node: bool = False) -> list:
+    """The caches the command acts on: its node's (see _node); for ``every_node`` without --node, every node's of
+    this host."""
     from hpcctl.image import api
-    return [(cache, entry) for cache in api.caches(site) for entry in cache.entries()]
+    from hpcctl.site.nodes import local_nodes
+    wanted = local_nodes(site) if every_node and site.cache.per_node and args.node is None else [_node(site, args)]
+    found: dict = {}
+    for node in wanted:
+        for cache in api.caches(site, node):
+            found.setdefault(cache.root, cache)  # a user's own cache comes once, not once per node
+    return list(found.values())
+
+
+def _entries(site, args, every_node: bool = False):
+    return [(cache, entry) for cache in _caches(site, args, every_node) for entry in cache.entries()]
 
 
 def _ls(args: argparse.Namespace) -> int:
     from hpcctl.image.progress import human
-    rows = _entries(_site(args))
+    site = _site(args)
+    rows = _entries(site, args, every_node=True)
     if args.json:
         print_json([{"reference": e.meta["reference"], "digest": e.digest, "size": e.size, "path": str(e.sqsh),
                      "last_used": _iso(e.last_used), "cache": str(c.root)} for c, e in rows])
         return 0
     if not rows:
         print("no cached images", file=sys.stderr)
+        return 0
+    if site.cache.per_node:  # a cache per node: say whose
+        print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE", "CACHE"],
+                    [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used), str(c.root)]
+                     for c, e in rows])
         return 0
     print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE"],
                 [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used)] for _, e in rows])
@@ -106,7 +136,7 @@ def _iso(ts: float) -> str:
 def _rm(args: argparse.Namespace) -> int:
     from hpcctl.errors import HpcctlError
     from hpcctl.image import gc
-    rows = _entries(_site(args))
+    rows = _entries(_site(args), args)
     removed = []
     for wanted in args.images:
         bare = wanted.removeprefix("sha256:")
@@ -129,7 +159,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from hpcctl.image import api, gc
+    from hpcctl.image import gc
     from hpcctl.image.progress import human
     from hpcctl.site.config import parse_size
     site = _site(args)
@@ -140,7 +170,7 @@ def _gc(args: argparse.Namespace) -> int:
         except ValueError:
             from hpcctl.errors import HpcctlError
             raise HpcctlError(f"--target '{args.target}' is not a size", "write e.g. 10GiB, 500M or 0") from None
-    results = [gc.collect(cache, target, dry_run=args.dry_run) for cache in api.caches(site) if cache.writable()]
+    results = [gc.collect(cache, target, dry_run=args.dry_run) for cache in _caches(site, args) if cache.writable()]
     if args.json:
         print_json([r.to_dict() for r in results])
         return 0

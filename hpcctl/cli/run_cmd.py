@@ -120,7 +120,7 @@ def run_image(args) -> int:
     node = args.node or socket.gethostname().split(".")[0]
     local.check_node_has_gpus(site, node, gpus)
     binary = None if args.plan_only else local.exec_binary(site)
-    with local.opened_image(args.image, site, user, progress=not args.plan_only) as image, _named_as_run_options():
+    with local.opened_image(args.image, site, user, not args.plan_only, args.node) as image, _named_as_run_options():
         opts = options.parse(_raw_options(args, image.path), os.getcwd())
         container, env = local.step_container(site, image, opts, user, gpus, node, local.state_dir(site))
         command = _command(args, image.config, container.plan.entrypoint)

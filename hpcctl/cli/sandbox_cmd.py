@@ -8,16 +8,19 @@ from hpcctl.cli.output import print_json, print_table
 def register(sub) -> None:
     sandbox = sub.add_parser(
         "sandbox", help="a real Slurm cluster, registry and test images on this machine",
-        description="Install (apt-get) and start, idempotently, a local Slurm cluster with two nodes (n1, n2), two "
-                    "fake GPUs per node, PMIx MPI, the hpcctl SPANK plugin, an OCI registry on 127.0.0.1:5000 "
-                    "(and one with basic auth on 127.0.0.1:5001) holding test images, and the unprivileged test "
-                    "user hpcuser. Needs root on Debian or Ubuntu.")
+        description="Install (apt-get) and start, idempotently, a local Slurm cluster with N nodes (n1..nN, "
+                    "default 2; partition debug: n1, n2 with two fake GPUs each; partition scale: all), PMIx MPI, "
+                    "the hpcctl SPANK plugin, an OCI registry on 127.0.0.1:5000 (one with basic auth on "
+                    "127.0.0.1:5001, a pull-through mirror of the first on 127.0.0.1:5002) holding test images, "
+                    "and the unprivileged test user hpcuser. Needs root on Debian or Ubuntu.")
     cmds = sandbox.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
     cmds.required = True
     up = cmds.add_parser("up", help="install what is missing and start everything (idempotent)",
                          description="Install what is missing and start everything; a second run takes seconds "
                                      "and changes nothing.")
     up.add_argument("--no-images", action="store_true", help="skip building and pushing the test images")
+    up.add_argument("--nodes", type=int, metavar="N",
+                    help="run N slurmd nodes (2 to 64; default: as many as last time, else 2)")
     up.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     up.set_defaults(func=run_up)
     status = cmds.add_parser("status", help="show what runs, where, and where the logs are")
@@ -36,7 +39,7 @@ def run_up(args) -> int:
 
     if not args.quiet:
         print("hpcctl sandbox up:")
-    changed = up(quiet=args.quiet, images=not args.no_images)
+    changed = up(quiet=args.quiet, images=not args.no_images, nodes=args.nodes)
     if not args.quiet:
         summary = f"{changed} step(s) changed something" if changed else "nothing changed"
         print(f"sandbox ready ({summary}): try `sinfo`, or `hpcctl sandbox status`")

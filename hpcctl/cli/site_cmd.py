@@ -83,7 +83,7 @@ def run_explain(args) -> int:
     gpus = tuple(range(args.gpus))
     # root keeps the user's identity files where `hpcctl run` does; anyone else in a directory of their own
     state = local.state_dir(site) if os.geteuid() == 0 else tempfile.mkdtemp(prefix="hpcctl-explain-")
-    with local.opened_image(args.image, site, user, progress=not args.json) as image:
+    with local.opened_image(args.image, site, user, not args.json, args.node) as image:
         opts = options.parse({"image": image.path, **({"mpi": args.mpi} if args.mpi else {})}, os.getcwd())
         container, _ = local.step_container(site, image, opts, user, gpus, node, state)
     mpi = opts.mpi or site.mpi.default

@@ -103,9 +103,11 @@ def start_env(user: pwd.struct_passwd, gpus: tuple[int, ...], keep: Iterable[str
 
 
 @contextlib.contextmanager
-def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, progress: bool) -> Iterator[Image]:
+def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, progress: bool,
+                 node: str | None = None) -> Iterator[Image]:
     """An unpacked root tree as is (as `hpcctl site explain` takes it; no squashfuse or pull needed), else the image
-    pipeline's squashfs, pulled with the user's credentials and held in use (cache gc leaves it) meanwhile."""
+    pipeline's squashfs, pulled with the user's credentials into the cache of --node ``node`` (where the site has
+    one per node) and held in use (cache gc leaves it) meanwhile."""
     if os.path.isdir(reference):
         yield Image(path=os.path.realpath(reference), reference=reference)
         return
@@ -113,8 +115,10 @@ def opened_image(reference: str, site: SiteConfig, user: pwd.struct_passwd, prog
         yield sif_image(os.path.abspath(reference), reference, identity(user))
         return
     from hpcctl.image import api
+    from hpcctl.site.nodes import cache_node
 
-    cached = api.ensure(reference, site, uid=user.pw_uid, gid=user.pw_gid, progress=progress)
+    cached = api.ensure(reference, site, uid=user.pw_uid, gid=user.pw_gid, progress=progress,
+                        node=cache_node(site, node))
     # the node cache's use locks are root's (a user's `hpcctl site explain` reads the image without holding one)
     with api.in_use(cached) if os.geteuid() == 0 else contextlib.nullcontext():
         yield Image.of_cached(cached, reference)

@@ -91,7 +91,7 @@ def check_node(site: SiteConfig, node: str | None = None) -> list[Finding]:
         _path("slurm", "spool dir", site.slurm.spool_for(node)),
         _path("slurm", "TmpFS", site.slurm.tmpfs_for(node)),
         _path("slurm", "munge socket dir", site.slurm.munge_socket_dir),
-        _path("cache", "cache root (created on first pull)", site.cache.root, required=False),
+        _path("cache", "cache root (created on first pull)", site.cache.root_for(node), required=False),
         _path("plugin", "runtime dir (created by the plugin)", site.plugin.runtime_dir, required=False),
     ]
     out += [_path("mounts", "site mount", m.source, not m.optional) for m in site.mounts]

@@ -37,8 +37,9 @@ class Resolved:
     pinned: str  # canonical with @digest: what submit-time pinning writes into the job
 
 
-def node_cache(site: SiteConfig) -> ImageCache:
-    return ImageCache(site.cache.root)
+def node_cache(site: SiteConfig, node: str | None = None) -> ImageCache:
+    """The image cache of Slurm node ``node`` (needed where cache.root is per node: hpcctl.site.nodes.cache_node)."""
+    return ImageCache(site.cache.root_for(node))
 
 
 def user_cache() -> ImageCache:
@@ -46,13 +47,13 @@ def user_cache() -> ImageCache:
     return ImageCache(Path(base) / "hpcctl" / "images")
 
 
-def caches(site: SiteConfig) -> list[ImageCache]:
+def caches(site: SiteConfig, node: str | None = None) -> list[ImageCache]:
     """Where to look, in order; the last one is where a pull writes. Root (and anyone who may write the node cache)
     uses the node cache only; other users read it and pull into their own cache."""
-    node = node_cache(site)
-    if os.geteuid() == 0 or node.writable():
-        return [node]
-    return [node, user_cache()]
+    local = node_cache(site, node)
+    if os.geteuid() == 0 or local.writable():
+        return [local]
+    return [local, user_cache()]
 
 
 def registry_for(ref: ImageRef, site: SiteConfig, uid: int | None = None, actions: str = "pull") -> Registry:
@@ -92,10 +93,11 @@ def _tag_digest(registry: Registry, ref: ImageRef) -> str:
 
 
 def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | None = None,
-           progress: bool = False) -> CachedImage:
-    """The image's squashfs, pulling and converting it on a miss. ``uid`` is the user whose credentials are used."""
+           progress: bool = False, node: str | None = None) -> CachedImage:
+    """The image's squashfs, pulling and converting it on a miss into the cache of ``node`` (see node_cache).
+    ``uid`` is the user whose credentials are used."""
     parsed = _parse(ref, site)
-    stores = caches(site)
+    stores = caches(site, node)
     if isinstance(parsed, LocalFile):
         _check_user_can_read(parsed.path, uid, gid)
         return _local_file(parsed, stores[-1])

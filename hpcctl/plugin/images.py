@@ -26,7 +26,7 @@ def pin(reference: str, site: SiteConfig, uid: int) -> str:
     return _api().resolve(reference, site, uid=uid).pinned
 
 
-def _pinned_in_node_cache(reference: str, site: SiteConfig):
+def _pinned_in_node_cache(reference: str, site: SiteConfig, node: str):
     """The node cache's entry for a digest-pinned reference of an image that needs no credentials: what every step
     after the first on a node asks for. Found without the registry client, whose import alone costs about 80 ms
     per step and node; anything else (a miss, a private image) goes through the image API."""
@@ -36,7 +36,7 @@ def _pinned_in_node_cache(reference: str, site: SiteConfig):
     parsed = parse(reference, site.registries.default)
     if not isinstance(parsed, ImageRef) or not parsed.digest:
         return None
-    found = find([ImageCache(site.cache.root)], parsed.digest)
+    found = find([ImageCache(site.cache.root_for(node))], parsed.digest)
     if found is None or found[1].meta.get("auth_required") or found[1].is_sif != parsed.oras:
         return None
     store, entry = found
@@ -44,7 +44,7 @@ def _pinned_in_node_cache(reference: str, site: SiteConfig):
     return store.as_image(entry)
 
 
-def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
+def locate(reference: str, site: SiteConfig, who: Identity, node: str) -> Image:
     if is_file_reference(reference):
         problem = readable([reference], who)[reference]
         if problem:
@@ -56,5 +56,6 @@ def locate(reference: str, site: SiteConfig, who: Identity) -> Image:
         if is_sif(reference):
             return sif_image(reference, reference, who)
         return Image(path=reference, reference=reference, user_file=True)
-    cached = _pinned_in_node_cache(reference, site) or _api().ensure(reference, site, uid=who.uid, gid=who.gid)
+    cached = _pinned_in_node_cache(reference, site, node) or \
+        _api().ensure(reference, site, uid=who.uid, gid=who.gid, node=node)
     return Image.of_cached(cached, reference)

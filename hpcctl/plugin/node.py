@@ -8,43 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import shlex
 
 from hpcctl.errors import HpcctlError
-from hpcctl.slurm.hostlist import expand
-
-NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def nodes_on_host(slurm_conf: str, host: str) -> list[str]:
-    """Names of slurm.conf's nodes whose NodeHostname (default: the node name) is ``host`` (short names)."""
-    short = host.split(".")[0]
-    found: list[str] = []
-    for line in slurm_conf.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line.lower().startswith("nodename="):
-            continue
-        try:
-            fields = {k.lower(): v for k, _, v in (item.partition("=") for item in shlex.split(line))}
-        except ValueError:
-            continue
-        names = expand(fields["nodename"])
-        if names == ["DEFAULT"]:
-            continue
-        hosts = expand(fields["nodehostname"]) if "nodehostname" in fields else names
-        if len(hosts) == 1:
-            hosts *= len(names)
-        found += [name for name, name_host in zip(names, hosts) if name_host.split(".")[0] == short]
-    return found
-
-
-def _slurm_conf(config_dir: str) -> str:
-    try:
-        with open(os.path.join(config_dir, "slurm.conf")) as fh:
-            return fh.read()
-    except OSError:
-        return ""
+from hpcctl.site.nodes import NODE_NAME, nodes_on_host, slurm_conf_text
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -75,7 +41,7 @@ def stepd_node(stepd_pid: int, job_id: int, candidates: list[str], spool_for) ->
 
 def this_node(config_dir: str, host: str, stepd_pid: int, job_id: int, spool_for) -> str:
     """The node this step runs on. ``stepd_pid``: the step's slurmstepd (the shim's own pid there)."""
-    candidates = nodes_on_host(_slurm_conf(config_dir), host)
+    candidates = nodes_on_host(slurm_conf_text(config_dir), host)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates and NODE_NAME.fullmatch(host.split(".")[0]):

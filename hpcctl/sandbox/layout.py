@@ -1,7 +1,9 @@
-"""Where the sandbox keeps its files, and its fixed shape: two nodes, two fake GPUs each, two registries."""
+"""Where the sandbox keeps its files, and its shape: N slurmd nodes (2 by default; `sandbox up --nodes N`, remembered
+in SETTINGS_FILE), the first two with two fake GPUs each, two registries and a pull-through mirror."""
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -13,15 +15,19 @@ SLURM_ETC = Path("/etc/slurm")
 SITE_FILE = Path("/etc/hpcctl/site.yaml")
 PLUGIN_SO = Path("/usr/local/lib/hpcctl/hpcctl_spank.so")
 STATE_FILE = STATE_DIR / "started.json"
+SETTINGS_FILE = STATE_DIR / "settings.json"
 
-NODES = ("n1", "n2")
-NODE_PORTS = {"n1": 17001, "n2": 17002}
+DEFAULT_NODES = 2
+MAX_NODES = 64
+FIRST_PORT = 17001
+GPU_NODES = ("n1", "n2")  # the `debug` partition: the default one, with the fake GPUs
 GPUS_PER_NODE = 2
 GPU_TYPE = "fake"
 FAKE_GPU_DIR = Path("/dev/fakegpu")
 NODE_CPUS = 4
 NODE_MEMORY_MB = 8000
 PARTITION = "debug"
+SCALE_PARTITION = "scale"  # every node: many-node jobs run here without taking the GPU nodes' partition
 
 TEST_USER = "hpcuser"
 TEST_UID = 2001
@@ -32,6 +38,7 @@ REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"
 AUTH_USER = "sandbox"
 AUTH_PASSWORD = "sandbox-secret"
+MIRROR = "127.0.0.1:5002"  # Debian's docker-registry in proxy mode in front of REGISTRY
 
 
 def host() -> str:
@@ -42,6 +49,30 @@ def log(name: str) -> Path:
     return LOG_DIR / f"{name}.log"
 
 
+def node_count() -> int:
+    """How many nodes the sandbox has: the count the last `sandbox up --nodes N` recorded, else DEFAULT_NODES."""
+    try:
+        count = json.loads(SETTINGS_FILE.read_text())["nodes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_NODES
+    return count if isinstance(count, int) and len(GPU_NODES) <= count <= MAX_NODES else DEFAULT_NODES
+
+
+def remember_node_count(count: int) -> None:
+    SETTINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = SETTINGS_FILE.with_name(f".{SETTINGS_FILE.name}.tmp")
+    tmp.write_text(json.dumps({"nodes": count}))
+    tmp.replace(SETTINGS_FILE)
+
+
+def nodes(count: int | None = None) -> tuple[str, ...]:
+    return tuple(f"n{i}" for i in range(1, (count or node_count()) + 1))
+
+
+def node_port(node: str) -> int:
+    return FIRST_PORT + int(node[1:]) - 1
+
+
 def gpu_devices(node: str) -> list[Path]:
-    first = NODES.index(node) * GPUS_PER_NODE
+    first = GPU_NODES.index(node) * GPUS_PER_NODE
     return [FAKE_GPU_DIR / f"nvidia{first + i}" for i in range(GPUS_PER_NODE)]

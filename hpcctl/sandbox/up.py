@@ -40,7 +40,7 @@ def slurmd(node: str) -> Daemon:
 
 
 def all_daemons() -> list[Daemon]:
-    return [munged(), slurmctld(), *(slurmd(n) for n in L.NODES), *registry.daemons()]
+    return [munged(), slurmctld(), *(slurmd(n) for n in L.nodes()), *registry.daemons()]
 
 
 def _ok(cmd: list[str]) -> bool:
@@ -96,7 +96,7 @@ def _start(daemon: Daemon, ready, report: Report, timeout: float = 30.0) -> None
 def _fake_gpus() -> bool:
     made = False
     L.FAKE_GPU_DIR.mkdir(parents=True, exist_ok=True)
-    for node in L.NODES:
+    for node in L.GPU_NODES:
         for dev in L.gpu_devices(node):
             minor = int(dev.name[len("nvidia"):])
             if dev.exists() and stat.S_ISCHR(dev.stat().st_mode):
@@ -111,7 +111,7 @@ def _directories() -> None:
     for path in (L.STATE_DIR / "slurmctld", L.LOG_DIR, L.RUN_DIR, L.BUILD_CACHE, Path("/run/munge")):
         path.mkdir(parents=True, exist_ok=True)
     shutil.chown("/run/munge", "munge", "munge")
-    for node in L.NODES:
+    for node in L.nodes():
         Path(f"/var/spool/slurmd/{node}").mkdir(parents=True, exist_ok=True)
         tmpfs = Path(f"/tmp/slurmtmp_{node}")
         tmpfs.mkdir(parents=True, exist_ok=True)
@@ -148,28 +148,44 @@ def _restart(report: Report, names: list[Daemon]) -> None:
             report.step(daemon.name, "stopped for new config", changed=True)
 
 
-def _wait_nodes_idle(timeout: float = 60.0) -> None:
+def _wait_nodes_idle(timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     resumed = False
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         states = _node_states()
-        if all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in L.NODES):
+        if all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in L.nodes()):
             return
         if not resumed and any(s.startswith(("drain", "down")) for s in states.values()):
-            subprocess.run(["scontrol", "update", f"NodeName=n[1-{len(L.NODES)}]", "State=RESUME"],
+            subprocess.run(["scontrol", "update", f"NodeName=n[1-{L.node_count()}]", "State=RESUME"],
                            capture_output=True)
             resumed = True
         time.sleep(0.5)
     raise StepFailed("nodes idle", f"node states after {timeout:.0f} s: {states or 'sinfo gave nothing'}",
-                     L.LOG_DIR / f"slurmd-{L.NODES[0]}.log")
+                     L.LOG_DIR / "slurmd-n1.log")
 
 
-def up(quiet: bool = False, images: bool = True) -> int:
-    """Bring everything up; returns how many steps changed something (0 when all was already up)."""
+def _node_count(wanted: int | None, report: Report) -> None:
+    """Record the node count (``wanted``, else the one recorded before); stop the slurmd of nodes it drops."""
+    before = L.node_count()
+    count = before if wanted is None else wanted
+    if not len(L.GPU_NODES) <= count <= L.MAX_NODES:
+        raise HpcctlError(f"--nodes {count}: the sandbox has {len(L.GPU_NODES)} to {L.MAX_NODES} nodes",
+                          f"pass --nodes between {len(L.GPU_NODES)} and {L.MAX_NODES}")
+    for node in L.nodes(before)[count:]:
+        if daemons.stop(slurmd(node)):
+            report.step(slurmd(node).name, "stopped (fewer nodes)", changed=True)
+    if count != before or not L.SETTINGS_FILE.exists():
+        L.remember_node_count(count)
+
+
+def up(quiet: bool = False, images: bool = True, nodes: int | None = None) -> int:
+    """Bring everything up with ``nodes`` slurmd nodes (default: as many as last time, else 2); returns how many
+    steps changed something (0 when all was already up)."""
     if os.geteuid() != 0:
         raise HpcctlError("hpcctl sandbox up must run as root", "run it with sudo or as root")
     report = Report(quiet)
+    _node_count(nodes, report)
     L.LOG_DIR.mkdir(parents=True, exist_ok=True)
     installed = packages.ensure(str(L.log("apt")))
     report.step("packages", f"installed {len(installed)}" if installed else "present", bool(installed))
@@ -183,26 +199,26 @@ def up(quiet: bool = False, images: bool = True) -> int:
     report.step("site config", "written" if made else f"{L.SITE_FILE} up to date", made)
     _start(munged(), _munge_works, report)
 
-    conf_changed = slurm_conf.write_all(L.host())
+    conf_changed = slurm_conf.write_all(L.host(), L.node_count())
     plugin_changed = plugin.build_and_install(L.log("plugin-build"))
     report.step("spank plugin", "built and registered" if plugin_changed else "up to date", plugin_changed)
     if conf_changed:
-        _restart(report, [*(slurmd(n) for n in L.NODES), slurmctld()])
+        _restart(report, [*(slurmd(n) for n in L.nodes()), slurmctld()])
     elif plugin_changed:
-        _restart(report, [slurmd(n) for n in L.NODES])
+        _restart(report, [slurmd(n) for n in L.nodes()])
     report.step("slurm config", "written" if conf_changed else "up to date", conf_changed)
     _start(slurmctld(), lambda: _ok(["scontrol", "ping"]), report)
-    for node in L.NODES:
+    for node in L.nodes():
         if not slurmd(node).pid():
             _clear_tmpfs(node)
             _clear_cgroups(node)
         _start(slurmd(node), lambda node=node: node in _node_states(), report)
     _wait_nodes_idle()
-    report.step("nodes", ", ".join(f"{n} idle" for n in L.NODES))
+    report.step("nodes", f"{L.node_count()} idle (partitions {L.PARTITION}: n1-n2, {L.SCALE_PARTITION}: all)")
 
     registry.write_configs()
-    for daemon, (_, addr, _) in zip(registry.daemons(), registry.REGISTRIES):
-        _start(daemon, lambda addr=addr: registry.answers(addr), report)
+    for daemon, served in zip(registry.daemons(), registry.REGISTRIES):
+        _start(daemon, lambda addr=served.addr: registry.answers(addr), report)
     if images:
         pushed = test_images.push_all(L.log("test-images"))
         pushed += mpi_image.push_mpi_images(Pusher(L.REGISTRY), L.log("test-images"))
@@ -213,9 +229,9 @@ def up(quiet: bool = False, images: bool = True) -> int:
 def status() -> dict:
     """What runs, with pids and log paths; nodes and registries."""
     info = {"daemons": [], "nodes": _node_states() if slurmctld().pid() else {},
-            "registries": {addr: registry.answers(addr) for _, addr, _ in registry.REGISTRIES},
+            "registries": {s.addr: registry.answers(s.addr) for s in registry.REGISTRIES},
             "site_config": str(L.SITE_FILE), "plugin": str(L.PLUGIN_SO), "logs": str(L.LOG_DIR),
-            "test_user": L.TEST_USER}
+            "test_user": L.TEST_USER, "node_count": L.node_count()}
     for daemon in all_daemons():
         info["daemons"].append({"name": daemon.name, "pid": daemon.pid(), "log": str(daemon.log),
                                 "started_by_sandbox": daemon.name in _started()})

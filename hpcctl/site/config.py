@@ -90,6 +90,20 @@ class CacheConfig:
     low_watermark: int = 40 << 30
     compression: str = "zstd"
 
+    @property
+    def per_node(self) -> bool:
+        """Whether ``root`` holds %n: each Slurm node of a host has its own cache (several slurmd on one host)."""
+        return "%n" in self.root
+
+    def root_for(self, node: str | None) -> str:
+        """The cache directory of Slurm node ``node`` (a name from slurm.conf, never the job's environment)."""
+        if not self.per_node:
+            return self.root
+        if not node:
+            raise HpcctlError(f"cache.root {self.root} is per node (%n) and no node was named",
+                              "name the node (--node NAME)")
+        return self.root.replace("%n", node)
+
 
 @dataclass(frozen=True)
 class RegistryConfig:
@@ -209,6 +223,9 @@ def from_located(doc: Located) -> SiteConfig:
     if cache.low_watermark > cache.high_watermark:
         problems.append(f"{doc.file}:{doc.line(('cache', 'low_watermark'))}: cache.low_watermark: larger than "
                         f"high_watermark (set it below {cache.high_watermark} bytes)")
+    if "%" in cache.root.replace("%n", ""):
+        problems.append(f"{doc.file}:{doc.line(('cache', 'root'))}: cache.root: only %n (the node name) may follow "
+                        f"a % in {cache.root} (write e.g. /var/lib/hpcctl/nodes/%n/cache)")
 
     reg_raw = sub("registries")
     registries = RegistryConfig(**{k: v for k, v in reg_raw.items() if k not in ("insecure",)},

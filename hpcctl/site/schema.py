@@ -84,7 +84,8 @@ SITE_SCHEMA: dict = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "root": {**ABS_PATH, "description": "node-local directory for layers and squashfs images"},
+                "root": {**ABS_PATH, "description": "node-local directory for layers and squashfs images; %n is "
+                                                    "the node name (one cache per node where a host runs several)"},
                 "high_watermark": SIZE,
                 "low_watermark": SIZE,
                 "compression": {"enum": ["none", "lz4", "zstd", "gzip", "lzo", "xz"]},

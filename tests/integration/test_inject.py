@@ -131,7 +131,7 @@ def test_image_nvidia_settings_are_dropped_without_a_gpu(sandbox, nvidia_image, 
 
 
 def test_linker_cache_is_rebuilt_in_the_overlay_never_in_the_cached_image(sandbox, images):
-    pulled = json.loads(sandbox.run(hpcctl_cmd("image", "pull", "--json", images["openmpi"])).stdout)
+    pulled = json.loads(sandbox.run(hpcctl_cmd("image", "pull", "--node", "n1", "--json", images["openmpi"])).stdout)
     before = hashlib.sha256(Path(pulled["path"]).read_bytes()).hexdigest()
     assert "squashfs-root/etc/ld.so.cache" in sandbox.run(["unsquashfs", "-lln", pulled["path"],
                                                            "etc/ld.so.cache"]).stdout

@@ -52,7 +52,7 @@ def site(sources, tmp_path_factory):
 
 def mountinfo(sandbox, site) -> dict[str, tuple[list[str], list[str]]]:
     """{mount point: (mount options, optional fields)} inside the container."""
-    r = sandbox.run([sys.executable, "-m", "hpcctl", "--site", str(site), "run", "--mpi", "none",
+    r = sandbox.run([sys.executable, "-m", "hpcctl", "--site", str(site), "run", "--node", "n1", "--mpi", "none",
                      f"{sandbox.registry}/hpcctl/busybox:latest", "--", "cat", "/proc/self/mountinfo"],
                     env={"SUDO_USER": sandbox.user}, check=True, timeout=120, cwd="/")
     out = {}

@@ -21,8 +21,10 @@ def busybox(sandbox):
 
 
 def hpcctl_run(sandbox, *args, site=None, check=False, cwd=None, env=None):
-    """`sudo hpcctl run ...` as the sandbox user would type it: SUDO_USER names them."""
+    """`sudo hpcctl run ...` as the sandbox user would type it: SUDO_USER names them; on node n1 unless --node
+    says otherwise (the sandbox's nodes each have their own image cache)."""
     site_args = ["--site", str(site)] if site else []
+    args = args if "--node" in args else ("--node", "n1", *args)
     return sandbox.run([sys.executable, "-m", "hpcctl", *site_args, "run", *args],
                        env={"SUDO_USER": sandbox.user, **(env or {})}, check=check, timeout=120,
                        cwd=cwd or sandbox.workdir())
@@ -60,7 +62,7 @@ def test_entrypoint_on_request_and_the_images_cmd_by_default(sandbox):
     image = f"{sandbox.registry}/{repo}:v1"
     assert hpcctl_run(sandbox, "--entrypoint", image, "echo", "task", check=True).stdout == "entrypoint-ran\ntask\n"
     assert hpcctl_run(sandbox, image, "echo", "task", check=True).stdout == "task\n"
-    default = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--user", sandbox.user, image],
+    default = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--node", "n1", "--user", sandbox.user, image],
                           input="echo from-the-image-cmd; id -un\n", timeout=120, cwd=sandbox.workdir())
     assert default.stdout == "from-the-image-cmd\nhpcuser\n"
 
@@ -114,7 +116,7 @@ def test_plan_only_json_is_what_hpcctl_exec_runs(sandbox, busybox):
     doc = json.loads(result.stdout)
     assert (doc["uid"], doc["gid"], doc["cwd"], doc["command"]) == (2001, 2001, str(workdir), ["id"])
     plan = doc["plan"]
-    assert plan["image"].startswith("/var/lib/hpcctl/cache/") and plan["writable"] is False
+    assert plan["image"].startswith("/var/lib/hpcctl/nodes/n1/cache/") and plan["writable"] is False
     gpu = [m for m in plan["mounts"] if m["target"].startswith("/dev/nvidia")]
     assert [(m["source"], m["target"], m["kind"]) for m in gpu] == [("/dev/fakegpu/nvidia0", "/dev/nvidia0", "dev")]
     assert {"op": "set", "name": "CUDA_VISIBLE_DEVICES", "value": "0",
@@ -145,8 +147,7 @@ def test_an_unpacked_root_tree_runs_without_the_image_pipeline(sandbox, busybox,
 def test_plan_only_text_says_who_where_and_why(sandbox, busybox):
     result = hpcctl_run(sandbox, "--plan-only", "--mpi", "none", busybox, "--", "sh", "-c", "echo hi", check=True)
     lines = result.stdout.splitlines()
-    assert lines[0] == f"Container for {busybox} on node {os.uname().nodename.split('.')[0]}: user hpcuser " \
-                       "(2001:2001), GPUs none, MPI none"
+    assert lines[0] == f"Container for {busybox} on node n1: user hpcuser (2001:2001), GPUs none, MPI none"
     assert lines[3] == "  command: sh -c 'echo hi'"
     assert any(line.split()[:3] == ["bind", "/home/hpcuser", "/home/hpcuser"] for line in lines)
 
@@ -159,7 +160,7 @@ def test_plan_only_text_says_who_where_and_why(sandbox, busybox):
     (["--mounts", "/etc/slurm:/slurm", "BUSYBOX", "true"], "hpcctl: error: --mounts: /etc/slurm is under /etc, "
                                                           "which this site does not let users mount ("),
     (["--mounts", "/root:/r", "BUSYBOX", "true"], "hpcctl: error: --mounts: /root is under /root, "),
-    (["--gpus", "1", "BUSYBOX", "true"], "hpcctl: error: --gpus: node '"),
+    (["--node", os.uname().nodename.split(".")[0], "--gpus", "1", "BUSYBOX", "true"], "hpcctl: error: --gpus: node '"),
 ])
 def test_refusals_are_one_line_with_a_fix(sandbox, busybox, args, message):
     result = hpcctl_run(sandbox, *[busybox if a == "BUSYBOX" else a for a in args])

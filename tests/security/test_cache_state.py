@@ -72,9 +72,9 @@ def node_cache(sandbox, tmp_path_factory) -> Path:
     push_to_sandbox(sandbox.registry, "hpcctl-test/cache-state", tag, [[e("id", data=tag.encode())]],
                     tmp_path_factory.mktemp("layers"))
     for ref in (f"{sandbox.registry}/hpcctl-test/cache-state:{tag}", busybox(sandbox)):
-        subprocess.run(hpcctl_cmd("--site", str(SANDBOX_SITE), "image", "pull", ref), check=True,
+        subprocess.run(hpcctl_cmd("--site", str(SANDBOX_SITE), "image", "pull", "--node", "n1", ref), check=True,
                        capture_output=True)
-    return Path(load_site(str(SANDBOX_SITE)).cache.root)
+    return Path(load_site(str(SANDBOX_SITE)).cache.root_for("n1"))
 
 
 def probe_as_user(sandbox, paths: list[Path]) -> dict:
@@ -108,7 +108,7 @@ def test_what_the_user_can_lock_does_not_hold_up_a_step(sandbox, node_cache):
     try:
         assert int(holder.stdout.readline()) > 0  # the public images and their metadata
         started = time.monotonic()
-        ran = srun(sandbox, f"--container-image={busybox(sandbox)}", NO_MPI, "true", cwd=sandbox.workdir(),
+        ran = srun(sandbox, "-w", "n1", f"--container-image={busybox(sandbox)}", NO_MPI, "true", cwd=sandbox.workdir(),
                    timeout=90)
         assert ran.returncode == 0 and time.monotonic() - started < 60, ran.stderr
     finally:
