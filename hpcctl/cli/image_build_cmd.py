@@ -40,6 +40,8 @@ def register_actions(sub) -> None:
                        help="network of the build's RUN steps (Docker's --network, e.g. none)")
     build.add_argument("--quiet", "-q", action="store_true", help="hide the build's output")
     build.add_argument("--json", action="store_true", help="print the result as JSON")
+    build.add_argument("--node", metavar="NAME", help="the Slurm node whose cache to convert it into, where "
+                                                      "cache.root is per node (%%n) and this host runs several")
     build.set_defaults(func=_build)
 
     push = sub.add_parser("push", help="push a .sif to a registry as an ORAS artifact (as apptainer push oras:// does)",
@@ -58,6 +60,7 @@ def _build(args: argparse.Namespace) -> int:
     from hpcctl.image import api, build, credentials
     from hpcctl.image.progress import human
     from hpcctl.site import select
+    from hpcctl.site.nodes import cache_node
 
     site = select.load(args.site)
     ref = build.target(args.tag)
@@ -68,7 +71,8 @@ def _build(args: argparse.Namespace) -> int:
 
     image_id = build.build(Path(args.file), ref, args.network, log)
     name = build.docker_name(ref)
-    cached = api.ensure(f"dockerd://{name}", site, progress=not (args.json or args.quiet))
+    cached = api.ensure(f"dockerd://{name}", site, progress=not (args.json or args.quiet),
+                        node=cache_node(site, args.node))
     result = {"name": name, "image_id": image_id, "path": cached.path, "size": cached.size}
     if args.push:
         found = credentials.lookup(ref.registry, None, None, site.registries.netrc, site.registries.docker_config)

@@ -65,7 +65,7 @@ def build(sandbox, recipe, tag: str, docker_host: str | None, *extra: str):
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
     if docker_host:
         env["DOCKER_HOST"] = docker_host
-    return subprocess.run(hpcctl_cmd("image", "build", str(recipe), "-t", tag, "--network=none", *extra),
+    return subprocess.run(hpcctl_cmd("image", "build", str(recipe), "-t", tag, "--network=none", "--node=n1", *extra),
                           capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -104,7 +104,7 @@ def test_a_dockerfile_is_built_pushed_and_run(sandbox, tmp_path, docker_host):
     tag = f"{sandbox.registry}/hpcctl-test/dockerfile-build:{uuid.uuid4().hex[:8]}"
     r = build(sandbox, dockerfile, tag, docker_host, "--push", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"built {tag} (sha256:") and "/var/lib/hpcctl/cache/images/" in r.stdout
+    assert r.stdout.startswith(f"built {tag} (sha256:") and "/cache/images/" in r.stdout
     r = srun(sandbox, f"--container-image={tag}", NO_MPI, "sh", "-c", "cat /opt/built.txt; echo $FROM_DOCKERFILE",
              cwd=sandbox.workdir(), timeout=180)
     assert r.returncode == 0, r.stderr
