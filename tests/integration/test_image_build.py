@@ -61,10 +61,13 @@ def docker_host(tmp_path_factory):
         yield host
 
 
-def build(sandbox, recipe, tag: str, docker_host: str | None, *extra: str):
+def build(sandbox, recipe, tag: str, docker_host: str | None, *extra: str, home=None):
+    """`hpcctl image build` as root; ``home``: where its registry credentials are looked up."""
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
     if docker_host:
         env["DOCKER_HOST"] = docker_host
+    if home:
+        env["HOME"] = str(home)
     return subprocess.run(hpcctl_cmd("image", "build", str(recipe), "-t", tag, "--network=none", "--node=n1", *extra),
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -130,3 +133,20 @@ def test_without_a_docker_daemon_the_build_says_so_in_one_line(sandbox, tmp_path
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no Docker daemon runs on this node" in lines[0]
     assert "builds need a Docker daemon on the machine that builds" in lines[0]
+
+
+def test_push_to_a_registry_with_auth_uses_the_users_credentials(sandbox, tmp_path, docker_host):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.format(registry=sandbox.registry))
+    tag = f"{sandbox.auth_registry}/private/dockerfile-build:{uuid.uuid4().hex[:8]}"
+    home = tmp_path / "home"
+    home.mkdir()
+    refused = build(sandbox, dockerfile, tag, docker_host, "--push", "--quiet", home=home)
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"hpcctl: error: pushing {tag} failed: ")
+    netrc = home / ".config/enroot/.credentials"
+    netrc.parent.mkdir(parents=True)
+    netrc.write_text(f"machine {sandbox.auth_registry} login {sandbox.auth_user} password {sandbox.auth_password}\n")
+    r = build(sandbox, dockerfile, tag, docker_host, "--push", "--quiet", home=home)
+    assert r.returncode == 0, r.stderr
+    assert f"pushed {tag}@sha256:" in r.stdout
