@@ -105,6 +105,16 @@ int plan_from_json(json_t *doc, struct plan *p, char *err, size_t errlen)
     p->ldconfig = json_is_true(json_object_get(plan, "ldconfig"));
     p->image_user_file = json_is_true(json_object_get(plan, "image_user_file"));
     p->owner_idmap = json_is_true(json_object_get(plan, "owner_idmap"));
+    json_t *open_as = json_object_get(plan, "image_open_as");
+    if (json_is_object(open_as)) {
+        json_t *ouid = json_object_get(open_as, "uid"), *ogid = json_object_get(open_as, "gid");
+        if (!json_is_integer(ouid) || !json_is_integer(ogid) || json_integer_value(ouid) <= 0 ||
+            json_integer_value(ogid) < 0)
+            FAIL("the mount plan's image_open_as needs a uid > 0 and a gid >= 0");
+        p->image_as_owner = 1;
+        p->image_uid = (uid_t)json_integer_value(ouid);
+        p->image_gid = (gid_t)json_integer_value(ogid);
+    }
     json_t *offset = json_object_get(plan, "image_offset"), *size = json_object_get(plan, "image_size");
     if ((offset && (!json_is_integer(offset) || json_integer_value(offset) < 0)) ||
         (size && (!json_is_integer(size) || json_integer_value(size) < 0)))
@@ -277,14 +287,20 @@ static int loop_attach(const struct plan *p, int img, char *dev, size_t devlen, 
 }
 
 /* The image, opened with the user's rights when the user named it: a path swapped for a link after the core's
- * check then gives the user nothing they could not read themselves. */
+ * check then gives the user nothing they could not read themselves; a shared store's image with its owner's. */
 static int open_image(const struct plan *p, char *err, size_t errlen)
 {
     if (p->image_user_file && user_fs_begin(p))
         FAIL("cannot take the user's groups: %s", strerror(errno));
+    if (p->image_as_owner) { /* the shared store's file: its owner's rights (root may be squashed there) */
+        if (setgroups(0, NULL))
+            FAIL("cannot drop root's groups: %s", strerror(errno));
+        setfsgid(p->image_gid);
+        setfsuid(p->image_uid);
+    }
     int fd = open(p->image, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     int saved = errno;
-    if (p->image_user_file)
+    if (p->image_user_file || p->image_as_owner)
         user_fs_end();
     if (fd < 0)
         FAIL("cannot open image %s: %s", p->image, strerror(saved));

@@ -34,6 +34,9 @@ struct plan {
     const char **ldconfig_dirs; /* NULL-terminated directories the linker cache covers besides ldconfig's own */
     int writable, ldconfig, image_user_file;
     int owner_idmap; /* the image's root-owned files appear owned by uid/gid (an id-mapped lower layer) */
+    int image_as_owner; /* open the image with image_uid/image_gid's rights (the shared store's owner), not root's */
+    uid_t image_uid;
+    gid_t image_gid;
     unsigned long long image_offset, image_size; /* the squashfs's bytes in the image file (a .sif's partition);
                                                     image_size 0: to the end */
     int unshare;     /* CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS: namespaces of the step's own */

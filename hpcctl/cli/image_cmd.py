@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 from hpcctl.cli import image_build_cmd, image_inspect_cmd
@@ -45,7 +46,8 @@ def register(subparsers) -> None:
     rm.set_defaults(func=_rm)
 
     gc = sub.add_parser("gc", help="remove least recently used images down to the site's low watermark")
-    gc.add_argument("--target", metavar="SIZE", help="shrink to this size instead, e.g. 10GiB or 0")
+    gc.add_argument("--target", metavar="SIZE", help="shrink to this size instead, e.g. 10GiB or 0; as root, also "
+                                                     "the shared store (which has no watermarks)")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument("--json", action="store_true")
     gc.add_argument("--node", metavar="NAME", help=NODE_HELP)
@@ -105,7 +107,20 @@ def _caches(site, args, every_node: bool = False) -> list:
 
 
 def _entries(site, args, every_node: bool = False):
-    return [(cache, entry) for cache in _caches(site, args, every_node) for entry in cache.entries()]
+    """(cache, entry) of every image the command sees: the node caches (and a user's own), then the shared store."""
+    from hpcctl.image import api
+    rows = [(cache, entry) for cache in _caches(site, args, every_node) for entry in cache.entries()]
+    shared = api.shared_store(site, args.node)
+    return rows + [(shared, entry) for entry in shared.entries()] if shared else rows
+
+
+def _tier(cache) -> str:
+    """Which tier a row's cache is: the cluster's shared store, this node's cache, or the user's own cache."""
+    from hpcctl.image import api
+    from hpcctl.image.shared_store import SharedStore
+    if isinstance(cache, SharedStore):
+        return "shared"
+    return "user" if cache.root == api.user_cache().root else "node"
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -114,18 +129,18 @@ def _ls(args: argparse.Namespace) -> int:
     rows = _entries(site, args, every_node=True)
     if args.json:
         print_json([{"reference": e.meta["reference"], "digest": e.digest, "size": e.size, "path": str(e.sqsh),
-                     "last_used": _iso(e.last_used), "cache": str(c.root)} for c, e in rows])
+                     "last_used": _iso(e.last_used), "cache": str(c.root), "tier": _tier(c)} for c, e in rows])
         return 0
     if not rows:
         print("no cached images", file=sys.stderr)
         return 0
     if site.cache.per_node:  # a cache per node: say whose
-        print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE", "CACHE"],
-                    [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used), str(c.root)]
+        print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE", "TIER", "CACHE"],
+                    [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used), _tier(c), str(c.root)]
                      for c, e in rows])
         return 0
-    print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE"],
-                [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used)] for _, e in rows])
+    print_table(["REFERENCE", "DIGEST", "SIZE", "LAST USE", "TIER"],
+                [[e.meta["reference"], e.digest[:19], human(e.size), _iso(e.last_used), _tier(c)] for c, e in rows])
     return 0
 
 
@@ -145,11 +160,20 @@ def _rm(args: argparse.Namespace) -> int:
         if not matches:
             raise HpcctlError(f"no cached image matches '{wanted}'", "see `hpcctl image ls`")
         for cache, entry in matches:
-            if not cache.writable():
+            tier = _tier(cache)
+            if tier == "shared":
+                if os.geteuid() != 0:
+                    raise HpcctlError(f"only root can remove images from the shared store at {cache.root}",
+                                      "run `hpcctl image rm` as root")
+                from hpcctl.image import shared_gc
+                shared_gc.remove(cache, entry)
+            elif not cache.writable():
                 raise HpcctlError(f"only root can remove images from the node cache at {cache.root}",
                                   "run `hpcctl image rm` as root, or let `hpcctl image gc` on the node do it")
-            gc.remove(cache, entry)
-            removed.append({"reference": entry.meta["reference"], "digest": entry.digest, "size": entry.size})
+            else:
+                gc.remove(cache, entry)
+            removed.append({"reference": entry.meta["reference"], "digest": entry.digest, "size": entry.size,
+                            "tier": tier})
     if args.json:
         print_json(removed)
     else:
@@ -159,7 +183,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from hpcctl.image import gc
+    from hpcctl.image import api, gc
     from hpcctl.image.progress import human
     from hpcctl.site.config import parse_size
     site = _site(args)
@@ -170,15 +194,22 @@ def _gc(args: argparse.Namespace) -> int:
         except ValueError:
             from hpcctl.errors import HpcctlError
             raise HpcctlError(f"--target '{args.target}' is not a size", "write e.g. 10GiB, 500M or 0") from None
-    results = [gc.collect(cache, target, dry_run=args.dry_run) for cache in _caches(site, args) if cache.writable()]
+    results = [{**gc.collect(cache, target, dry_run=args.dry_run).to_dict(), "tier": _tier(cache),
+                "cache": str(cache.root)} for cache in _caches(site, args) if cache.writable()]
+    shared = api.shared_store(site, args.node) if os.geteuid() == 0 and args.target is not None else None
+    if shared:  # the shared store has no watermarks: it shrinks when an admin names a target
+        from hpcctl.image import shared_gc
+        results.append({**shared_gc.collect(shared, target, dry_run=args.dry_run), "tier": "shared",
+                        "cache": str(shared.root)})
     if args.json:
-        print_json([r.to_dict() for r in results])
+        print_json(results)
         return 0
     for result in results:
         verb = "would remove" if args.dry_run else "removed"
-        for item in result.removed:
+        for item in result["removed"]:
             print(f"{verb} {item['reference']} ({human(item['size'])})")
-        for ref in result.in_use:
+        for ref in result["in_use"]:
             print(f"kept {ref} (in use)")
-        print(f"cache: {human(result.usage_before)} -> {human(result.usage_after)} (target {human(target)})")
+        print(f"{result['tier']} cache {result['cache']}: {human(result['usage_before'])} -> "
+              f"{human(result['usage_after'])} (target {human(target)})")
     return 0

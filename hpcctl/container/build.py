@@ -54,6 +54,7 @@ class Image:
     user_file: bool = False  # a file the user named: opened with the user's rights, never root's
     offset: int = 0  # a .sif: where its system partition (the squashfs) starts in ``path``
     size: int = 0  # and its length; 0 for a plain squashfs file
+    open_as: tuple[int, int] | None = None  # (uid, gid) whose rights open ``path``: the shared store's owner
 
     @property
     def sif(self) -> bool:
@@ -65,7 +66,7 @@ class Image:
         (or .sif) file the user named, which the cache only looked at."""
         return cls(path=str(cached.path), reference=reference, config=cached.config.to_dict(),
                    hold=cached.lock_path, user_file=not cached.digest, offset=cached.offset,
-                   size=cached.size if cached.offset else 0)
+                   size=cached.size if cached.offset else 0, open_as=cached.open_as)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
                                             runscript=options.entrypoint is True)
     writable = site.plugin.writable if options.writable is None else options.writable
     return MountPlan(image=image.path, image_user_file=image.user_file, image_offset=image.offset,
-                     image_size=image.size, owner_idmap=step.who.uid != 0,
+                     image_size=image.size, image_open_as=image.open_as, owner_idmap=step.who.uid != 0,
                      mounts=mounts, env=env, ldconfig=ldconfig,
                      ldconfig_dirs=[*facts.ld_dirs, LIBDIR] if ldconfig else [], notes=notes, writable=writable,
                      upper=upper, staging=os.path.join(site.plugin.runtime_dir, "mnt"),

@@ -49,7 +49,7 @@ def read_image(site: SiteConfig, image: Image, options: ContainerOptions, who: I
     """What the plan needs from inside the image, read as ``who`` (see hpcctl.container.image_facts)."""
     return image_facts.read(image.path, who, image_linkers(site, options.mpi), site.gpu.ldconfig,
                             os.path.join(site.plugin.runtime_dir, "inspect"), user_file=image.user_file,
-                            offset=image.offset, size=image.size)
+                            offset=image.offset, size=image.size, open_as=image.open_as)
 
 
 def build_container(site: SiteConfig, image: Image, options: ContainerOptions, step: StepFacts, state_dir: str,

@@ -61,10 +61,11 @@ def collect(rootfs: str, linkers: Iterable[str], ldconfig: str) -> dict:
 
 
 def read(image: str, who: Identity, linkers: Iterable[str], ldconfig: str, scratch: str,
-         user_file: bool = False, offset: int = 0, size: int = 0) -> ImageFacts:
+         user_file: bool = False, offset: int = 0, size: int = 0,
+         open_as: tuple[int, int] | None = None) -> ImageFacts:
     """The facts of ``image`` (a squashfs file or a root tree), read as ``who``; ``user_file``: a file the user
     named, opened with their rights (a cached image is opened by root)."""
     linkers = list(linkers)
     raw = image_view.read(image, who, lambda: collect(".", linkers, ldconfig), f"the image {image}", scratch,
-                          user_file=user_file, offset=offset, size=size)
+                          user_file=user_file, offset=offset, size=size, open_as=open_as)
     return ImageFacts.from_dict(raw)

@@ -132,11 +132,13 @@ def _squashfuse(path: str, mountpoint: str, offset: int = 0) -> None:
 
 
 def read(path: str, who: Identity, work: Callable[[], object], what: str, scratch: str,
-         user_file: bool = False, seconds: float = 30, offset: int = 0, size: int = 0):
+         user_file: bool = False, seconds: float = 30, offset: int = 0, size: int = 0,
+         open_as: tuple[int, int] | None = None):
     """``work()`` run with the image's root tree as its working directory, as ``who``. ``path``: a squashfs file
     or a root directory; ``scratch``: a root-only directory to mount on (in the child's namespace only);
     ``user_file``: ``path`` is the user's, opened with their rights (a cached image is opened as root);
-    ``offset``/``size``: where the squashfs lies in ``path`` (a .sif's system partition)."""
+    ``offset``/``size``: where the squashfs lies in ``path`` (a .sif's system partition); ``open_as``: the
+    (uid, gid) whose rights open a shared store's image (its owner)."""
     if os.path.isdir(path):
         if user_file:  # the user's tree is entered with their rights, after the child became them
             return confined.run(lambda: (os.chdir(path), work())[1], who, what, seconds)
@@ -144,7 +146,8 @@ def read(path: str, who: Identity, work: Callable[[], object], what: str, scratc
     if os.geteuid() != 0:
         return _read_with_squashfuse(path, who, work, what, seconds, offset)
     try:
-        image_fd = open_image_file(path, who if user_file else Identity(0, 0))
+        opener = who if user_file else Identity(*open_as, ()) if open_as else Identity(0, 0)
+        image_fd = open_image_file(path, opener)
     except OSError as exc:
         raise HpcctlError(f"cannot open the image {path}: {exc.strerror}",
                           "pass a squashfs file that you can read") from None

@@ -47,6 +47,7 @@ class MountPlan:
     image_user_file: bool = False  # the user named it: opened with the user's rights
     image_offset: int = 0  # where the squashfs starts in the image file (a .sif's system partition)
     image_size: int = 0  # its length in bytes; 0: to the end of the file
+    image_open_as: tuple[int, int] | None = None  # (uid, gid) whose rights open the image (the shared store's owner)
     owner_idmap: bool = False  # the image's root-owned files appear owned by the job's user (id-mapped lower)
     mounts: list[PlanMount] = field(default_factory=list)
     env: list[EnvOp] = field(default_factory=list)
@@ -64,6 +65,8 @@ class MountPlan:
     def to_dict(self) -> dict:
         return {"image": self.image, "image_user_file": self.image_user_file, "image_offset": self.image_offset,
                 "image_size": self.image_size, "owner_idmap": self.owner_idmap,
+                "image_open_as": {"uid": self.image_open_as[0], "gid": self.image_open_as[1]}
+                if self.image_open_as else None,
                 "mounts": [m.to_dict() for m in self.mounts], "env": [asdict(e) for e in self.env],
                 "ldconfig": self.ldconfig,
                 "ldconfig_dirs": list(self.ldconfig_dirs), "notes": self.notes,

@@ -27,7 +27,7 @@ from hpcctl.image.registry import Registry, RegistryConfigView
 from hpcctl.site.config import SiteConfig
 
 __all__ = ["Resolved", "CachedImage", "ImageConfig", "resolve", "ensure", "in_use", "mark_in_use", "release",
-           "node_cache", "caches"]
+           "node_cache", "caches", "shared_store"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,10 @@ def _tag_digest(registry: Registry, ref: ImageRef) -> str:
 
 
 def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | None = None,
-           progress: bool = False, node: str | None = None) -> CachedImage:
+           progress: bool = False, node: str | None = None, job: str | None = None) -> CachedImage:
     """The image's squashfs, pulling and converting it on a miss into the cache of ``node`` (see node_cache).
-    ``uid`` is the user whose credentials are used."""
+    ``uid`` is the user whose credentials are used. With a shared store (cache.shared), root goes through it: a
+    miss is converted once for the cluster; ``job`` (a Slurm job id) names the store's use record of the image."""
     parsed = _parse(ref, site)
     stores = caches(site, node)
     if isinstance(parsed, LocalFile):
@@ -127,14 +128,37 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
         return pull.build(target, registry, registry.manifest(digest), reference, site.cache.compression,
                           site.cache.low_watermark, Progress(progress), extra_meta)
 
+    shared = shared_store(site, node) if os.geteuid() == 0 else None
+    if shared is not None:
+        from hpcctl.image.shared_store import provide
+        image = provide(shared, target, digest, parsed.canonical, build,
+                        lambda found: _authorize(found, parsed, registry, site, uid), Progress(progress), job)
+        _gc_after_pull(target, site, digest)
+        return image
+
     entry, built = target.single_flight(digest, build)
     if not built:
         _authorize(entry, parsed, registry, site, uid)
         _same_kind(entry, parsed)
+    _gc_after_pull(target, site, digest)
+    return _hit(target, entry)
+
+
+def _gc_after_pull(target: ImageCache, site: SiteConfig, digest: str) -> None:
     if target.disk_usage() > site.cache.high_watermark:
         from hpcctl.image import gc
         gc.collect(target, site.cache.low_watermark, keep={digest})
-    return _hit(target, entry)
+
+
+def shared_store(site: SiteConfig, node: str | None = None):
+    """The site's shared image store (hpcctl.image.shared_store.SharedStore) as Slurm node ``node`` (default: this
+    host's short name) sees it; None when the site has none."""
+    if site.cache.shared is None:
+        return None
+    import socket
+
+    from hpcctl.image.shared_store import SharedStore
+    return SharedStore(site.cache.shared, node or socket.gethostname().split(".")[0])
 
 
 def _authorize(entry: Entry, ref: ImageRef, registry: Registry, site: SiteConfig, uid: int | None) -> None:
@@ -261,8 +285,9 @@ def mark_in_use(image: CachedImage) -> int | None:
     if not meta.exists():
         os.close(fd)
         raise NotFound(f"image {image.reference} was removed from the cache just now", "pull it again")
-    with contextlib.suppress(OSError):
-        os.utime(meta)
+    if image.open_as is None:
+        with contextlib.suppress(OSError):
+            os.utime(meta)
     return fd
 
 

@@ -64,7 +64,8 @@ class ImageConfig:
 @dataclass(frozen=True)
 class CachedImage:
     """A squashfs ready to mount. ``lock_path`` is the file to hold a shared flock on while a job uses it
-    (None for local files, which the cache never removes)."""
+    (None for local files, which the cache never removes); ``open_as``: the ids with whose rights the file is
+    opened (the shared store's owner; None: root's)."""
 
     path: str
     digest: str
@@ -72,6 +73,7 @@ class CachedImage:
     size: int
     config: ImageConfig = field(default_factory=ImageConfig)
     lock_path: str | None = None
+    open_as: tuple[int, int] | None = None  # (uid, gid) to open ``path`` as: the shared store's owner
     offset: int = 0  # where the squashfs starts in ``path`` (a .sif's system partition); ``size`` bytes long
 
 

@@ -44,7 +44,8 @@ def _pinned_in_node_cache(reference: str, site: SiteConfig, node: str):
     return store.as_image(entry)
 
 
-def locate(reference: str, site: SiteConfig, who: Identity, node: str) -> Image:
+def locate(reference: str, site: SiteConfig, who: Identity, node: str, job: str | None = None) -> Image:
+    """The step's image; ``job``: the Slurm job id, which a shared image store records as a user of the image."""
     if is_file_reference(reference):
         problem = readable([reference], who)[reference]
         if problem:
@@ -57,5 +58,5 @@ def locate(reference: str, site: SiteConfig, who: Identity, node: str) -> Image:
             return sif_image(reference, reference, who)
         return Image(path=reference, reference=reference, user_file=True)
     cached = _pinned_in_node_cache(reference, site, node) or \
-        _api().ensure(reference, site, uid=who.uid, gid=who.gid, node=node)
+        _api().ensure(reference, site, uid=who.uid, gid=who.gid, node=node, job=job)
     return Image.of_cached(cached, reference)

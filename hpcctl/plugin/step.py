@@ -47,7 +47,7 @@ def handle(request: dict, site: SiteConfig) -> dict:
     if named and named.image:
         image = named.image
     elif reference:
-        image = images.locate(reference, site, who, here)
+        image = images.locate(reference, site, who, here, str(int(job["jobid"])))
     else:
         raise HpcctlError(f"--container-name: no container '{opts.name}' in this job yet",
                           "add --container-image=IMAGE to create it")

@@ -33,6 +33,10 @@ TEST_USER = "hpcuser"
 TEST_UID = 2001
 OTHER_USER = "hpcother"  # a second user: other users' jobs in the queue
 OTHER_UID = 2002
+STORE_USER = "hpcctl-store"  # the shared image store's service account (cache.shared.owner)
+STORE_UID = 2900
+SHARED_STORE = STATE_DIR / "shared-store"  # the shared image store: one directory every sandbox node sees
+SHARED_SITE_FILE = Path("/etc/hpcctl/site-shared.yaml")  # the sandbox's site config with cache.shared
 
 REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"

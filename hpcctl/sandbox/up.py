@@ -142,6 +142,17 @@ def _site_config() -> bool:
     return slurm_conf.write_if_changed(L.SITE_FILE, REPO_SITE.read_text())
 
 
+def _shared_site_config() -> bool:
+    """The sandbox's site config with the shared image store (cache.shared) on: what the shared-store tests and
+    benchmarks point plugstack.conf's site= at. The default config keeps node caches only, so the other tests
+    and the benchmark's baseline see each node convert for itself."""
+    text = REPO_SITE.read_text()
+    if "\ncache:\n" not in text:
+        raise StepFailed("site config", f"{REPO_SITE} has no cache: section to add the shared store to")
+    shared = f"  shared: {{root: {L.SHARED_STORE}, owner: {L.STORE_USER}, mode: mount}}\n"
+    return slurm_conf.write_if_changed(L.SHARED_SITE_FILE, text.replace("\ncache:\n", "\ncache:\n" + shared, 1))
+
+
 def _restart(report: Report, names: list[Daemon]) -> None:
     for daemon in names:
         if daemons.stop(daemon):
@@ -193,10 +204,14 @@ def up(quiet: bool = False, images: bool = True, nodes: int | None = None) -> in
     made = users.ensure_test_users()
     report.step("test users", f"created {', '.join(made)}" if made else f"{L.TEST_USER}, {L.OTHER_USER} exist",
                 bool(made))
+    made = users.ensure_store_account()
+    report.step("shared image store", f"created {L.SHARED_STORE}" if made else f"{L.SHARED_STORE} exists", made)
     made = _fake_gpus()
     report.step("fake GPUs", "created" if made else f"{L.FAKE_GPU_DIR}/nvidia[0-3] exist", made)
     made = _site_config()
     report.step("site config", "written" if made else f"{L.SITE_FILE} up to date", made)
+    made = _shared_site_config()
+    report.step("shared-store site config", "written" if made else f"{L.SHARED_SITE_FILE} up to date", made)
     _start(munged(), _munge_works, report)
 
     conf_changed = slurm_conf.write_all(L.host(), L.node_count())

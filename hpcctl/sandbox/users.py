@@ -43,6 +43,7 @@ def ensure_store_account() -> bool:
     if not L.SHARED_STORE.is_dir():
         L.SHARED_STORE.mkdir(parents=True, mode=0o755)
         made = True
-    os.chown(L.SHARED_STORE, L.STORE_UID, L.STORE_UID)
+    owner = pwd.getpwnam(L.STORE_USER)
+    os.chown(L.SHARED_STORE, owner.pw_uid, owner.pw_gid)
     L.SHARED_STORE.chmod(0o755)
     return made

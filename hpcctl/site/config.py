@@ -84,11 +84,23 @@ class SlurmPaths:
 
 
 @dataclass(frozen=True)
+class SharedStoreConfig:
+    """The cluster-wide image store on a shared file system (hpcctl.image.shared_store): each image is converted
+    once for the whole cluster, into ``root``, by ``owner`` (a service account; never root, which the file system
+    may squash). ``mode``: mount (jobs loop-mount the shared file) or copy (nodes copy it into their cache first)."""
+
+    root: str
+    owner: str
+    mode: str = "mount"
+
+
+@dataclass(frozen=True)
 class CacheConfig:
     root: str = "/var/lib/hpcctl/cache"
     high_watermark: int = 50 << 30
     low_watermark: int = 40 << 30
     compression: str = "zstd"
+    shared: SharedStoreConfig | None = None
 
     @property
     def per_node(self) -> bool:
@@ -219,13 +231,17 @@ def from_located(doc: Located) -> SiteConfig:
     cache_raw = sub("cache")
     cache = CacheConfig(**{k: v for k, v in cache_raw.items() if k in ("root", "compression")},
                         **{k: parse_size(cache_raw[k]) for k in ("high_watermark", "low_watermark")
-                           if k in cache_raw})
+                           if k in cache_raw},
+                        shared=SharedStoreConfig(**cache_raw["shared"]) if cache_raw.get("shared") else None)
     if cache.low_watermark > cache.high_watermark:
         problems.append(f"{doc.file}:{doc.line(('cache', 'low_watermark'))}: cache.low_watermark: larger than "
                         f"high_watermark (set it below {cache.high_watermark} bytes)")
     if "%" in cache.root.replace("%n", ""):
         problems.append(f"{doc.file}:{doc.line(('cache', 'root'))}: cache.root: only %n (the node name) may follow "
                         f"a % in {cache.root} (write e.g. /var/lib/hpcctl/nodes/%n/cache)")
+    if cache.shared and (cache.shared.root + "/").startswith(cache.root.rstrip("/") + "/"):
+        problems.append(f"{doc.file}:{doc.line(('cache', 'shared', 'root'))}: cache.shared.root: inside the node "
+                        f"cache {cache.root} (give a directory on the cluster's shared file system)")
 
     reg_raw = sub("registries")
     registries = RegistryConfig(**{k: v for k, v in reg_raw.items() if k not in ("insecure",)},

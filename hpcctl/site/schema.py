@@ -89,6 +89,23 @@ SITE_SCHEMA: dict = {
                 "high_watermark": SIZE,
                 "low_watermark": SIZE,
                 "compression": {"enum": ["none", "lz4", "zstd", "gzip", "lzo", "xz"]},
+                "shared": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["root", "owner"],
+                    "description": "cluster-wide image store on a shared file system: each image is converted "
+                                   "once for the whole cluster",
+                    "properties": {
+                        "root": {**ABS_PATH, "description": "a directory every node mounts at the same path"},
+                        "mode": {"enum": ["mount", "copy"], "default": "mount",
+                                 "description": "mount: jobs loop-mount the shared file; copy: each node copies "
+                                                "it into its own cache first"},
+                        "owner": {"type": "string", "pattern": r"[a-z_][a-z0-9_.-]*",
+                                  "x-format": "a user name", "x-hint": "name the store's service account",
+                                  "description": "the service account that owns the store and does every read and "
+                                                 "write there (never root: shared file systems squash root)"},
+                    },
+                },
             },
         },
         "registries": {

@@ -1,0 +1,193 @@
+"""The cluster-wide shared image store (issue 14): jobs on the sandbox's per-node caches with cache.shared on (the
+sandbox's /etc/hpcctl/site-shared.yaml, switched on through plugstack.conf's site= for each test), as hpcuser."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from shared_store_helpers import PLUGSTACK, hpcctl, push_cold, shared_entry
+
+from hpcctl.sandbox import layout as L
+from hpcctl.sandbox import registry as sandbox_registry
+
+pytestmark = pytest.mark.integration
+
+COLD_REPO = "hpcctl/shared-cold"
+SRUN = ("srun", "--container-mpi=none", "--container-workdir=/")
+
+
+def _plugstack(site: Path) -> str:
+    return " ".join(f"site={site}" if word.startswith("site=") else word for word in PLUGSTACK.read_text().split())
+
+
+@pytest.fixture
+def shared(sandbox):
+    """The plugin reads the shared-store site config for this test (_srun switches plugstack.conf's site= again
+    before each job: other tests rewrite that file too); the store's directory and account exist."""
+    from hpcctl.sandbox import up, users
+    users.ensure_store_account()
+    up._shared_site_config()
+    yield sandbox
+    PLUGSTACK.write_text(_plugstack(L.SITE_FILE) + "\n")
+
+
+def _digest(ref: str) -> str:
+    return json.loads(hpcctl("image", "resolve", "--json", ref).stdout)["digest"]
+
+
+def _node_has(node: str, digest: str) -> bool:
+    return (Path(f"/var/lib/hpcctl/nodes/{node}/cache/images") / f"{digest.split(':', 1)[1]}.json").exists()
+
+
+def _srun(sandbox, *args: str, timeout: float = 300):
+    PLUGSTACK.write_text(_plugstack(L.SHARED_SITE_FILE) + "\n")
+    return sandbox.run([*SRUN, *args], user=sandbox.user, check=False, timeout=timeout, cwd=sandbox.workdir())
+
+
+def test_a_two_node_job_with_a_cold_image_converts_it_once_and_pulls_each_blob_once(shared):
+    ref, layer = push_cold(shared.registry, COLD_REPO, payload_mb=8)
+    digest = _digest(ref)
+    since = sandbox_registry.log_offset("registry")
+    ran = _srun(shared, "-N", "2", "--ntasks-per-node=1", f"--container-image={ref}", "sh", "-c",
+                'echo "$(cat /payload/tag) $COLD_TAG"')
+    assert ran.returncode == 0, ran.stderr
+    tag = ref.rsplit(":", 1)[1]
+    assert ran.stdout.splitlines() == [f"{tag} {tag}"] * 2
+    served = sandbox_registry.blob_traffic("registry", since, repository=COLD_REPO)
+    assert served.gets[layer] == 1 and set(served.gets.values()) == {1}, served  # one pull for the cluster
+    entry = shared_entry(digest)
+    assert entry and entry["converted_on"] in ("n1", "n2")
+    sqsh = L.SHARED_STORE / "images" / f"{digest.split(':', 1)[1]}.sqsh"
+    owner = pwd.getpwnam(L.STORE_USER)
+    assert (sqsh.stat().st_uid, sqsh.stat().st_mode & 0o777) == (owner.pw_uid, 0o644)
+    assert not _node_has("n1", digest) and not _node_has("n2", digest)  # mount mode: both used the shared file
+    assert {p.name.split(".")[0] for p in (L.SHARED_STORE / "uses" / digest.split(":", 1)[1]).iterdir()} == \
+        {"n1", "n2"}
+
+
+def test_a_conversion_killed_mid_way_is_taken_over_and_the_job_starts(shared):
+    """SIGKILL to the converting process group (a node crash: its heartbeat stops too). The partial file is never
+    an entry; a job on both nodes waits for the heartbeat to go stale, takes the conversion over and runs."""
+    ref, layer = push_cold(shared.registry, COLD_REPO, payload_mb=400)
+    digest = _digest(ref)
+    key = digest.split(":", 1)[1]
+    lock = L.SHARED_STORE / "locks" / f"{key}.lock"
+    crashed = subprocess.Popen([sys.executable, "-m", "hpcctl", "--site", str(L.SHARED_SITE_FILE), "image", "pull",
+                                "--json", "--node", "n1", ref], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not lock.exists() and crashed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait()
+    assert lock.exists() and shared_entry(digest) is None, "the conversion finished before it could be killed"
+    assert not (L.SHARED_STORE / "images" / f"{key}.sqsh").exists()
+
+    started = time.monotonic()
+    ran = _srun(shared, "-N", "2", "--ntasks-per-node=1", f"--container-image={ref}", "cat", "/payload/tag")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [ref.rsplit(":", 1)[1]] * 2
+    assert time.monotonic() - started > 10  # it waited for the dead holder's heartbeat to go stale
+    assert shared_entry(digest)["converted_on"] in ("n1", "n2")
+    assert not lock.exists() and not Path(f"{lock}.takeover").exists()
+
+
+def test_a_partial_file_in_the_store_is_never_mounted(shared):
+    """A publication that died between moving the squashfs in and writing its metadata leaves a file that is no
+    entry: the next job converts again and gets the complete image."""
+    ref, _ = push_cold(shared.registry, COLD_REPO, payload_mb=2)
+    digest = _digest(ref)
+    key = digest.split(":", 1)[1]
+    owner = pwd.getpwnam(L.STORE_USER)
+    (L.SHARED_STORE / "images").mkdir(exist_ok=True)
+    partial = L.SHARED_STORE / "images" / f"{key}.sqsh"
+    partial.write_bytes(b"hsqs" + b"\0" * 4092)  # the start of a squashfs, cut off
+    os.chown(partial, owner.pw_uid, owner.pw_gid)
+    ran = _srun(shared, "-w", "n2", f"--container-image={ref}", "cat", "/payload/tag")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == ref.rsplit(":", 1)[1] + "\n"
+    assert partial.stat().st_size == shared_entry(digest)["size"] > 4096
+
+
+def test_users_cannot_write_the_shared_store(shared):
+    ref, _ = push_cold(shared.registry, COLD_REPO)
+    assert _srun(shared, "-w", "n1", f"--container-image={ref}", "true").returncode == 0
+    key = _digest(ref).split(":", 1)[1]
+    store = L.SHARED_STORE
+    attempts = {
+        "new file at the top": f"touch {store}/planted",
+        "new image": f"cp /bin/true {store}/images/planted.sqsh",
+        "replace an image": f"cp /bin/true {store}/images/{key}.sqsh",
+        "rename an image away": f"mv {store}/images/{key}.sqsh {store}/images/{key}.old",
+        "change its metadata": f"echo '{{}}' > {store}/images/{key}.json",
+        "a lock": f"touch {store}/locks/{key}.lock",
+        "a use record": f"mkdir -p {store}/uses/{key} && touch {store}/uses/{key}/n1.1",
+        "a partial file": f"touch {store}/tmp/x",
+    }
+    for what, command in attempts.items():
+        result = shared.run(["sh", "-c", command], user=shared.user, check=False)
+        assert result.returncode != 0, f"hpcuser could write the shared store: {what}"
+    assert shared_entry(_digest(ref)) is not None
+
+
+def test_a_private_image_in_the_store_is_refused_to_a_user_the_registry_rejects(shared):
+    ref, _ = push_cold(shared.auth_registry, "private/shared-cold", username=shared.auth_user,
+                       password=shared.auth_password)
+    home = Path(pwd.getpwnam(shared.user).pw_dir)
+    netrc = home / ".config/enroot/.credentials"
+    shared.run(["mkdir", "-p", str(netrc.parent)], user=shared.user)
+
+    def password(word: str) -> None:
+        shared.run(["sh", "-c", f"umask 077; echo 'machine {shared.auth_registry} login {shared.auth_user} "
+                                f"password {word}' > {netrc}"], user=shared.user)
+    try:
+        password(shared.auth_password)
+        ran = _srun(shared, "-w", "n1", f"--container-image={ref}", "cat", "/payload/tag")
+        assert ran.returncode == 0, ran.stderr
+        key = json.loads(hpcctl("image", "resolve", "--json", "--uid", str(pwd.getpwnam(shared.user).pw_uid),
+                                ref).stdout)["digest"].split(":", 1)[1]
+        sqsh = L.SHARED_STORE / "images" / f"{key}.sqsh"
+        assert sqsh.stat().st_mode & 0o777 == 0o600  # only the store's owner reads it
+        assert shared.run(["cat", str(sqsh)], user=shared.user, check=False).returncode != 0
+        password("not-the-password")
+        refused = _srun(shared, "-w", "n2", f"--container-image={ref}", "cat", "/payload/tag")
+        assert refused.returncode != 0
+        assert f"registry {shared.auth_registry} refused the credentials of '{shared.auth_user}'" in refused.stderr
+        assert ref.rsplit(":", 1)[1] not in refused.stdout
+    finally:
+        netrc.unlink(missing_ok=True)
+
+
+def test_gc_keeps_an_image_a_running_job_uses_and_removes_it_after(shared):
+    ref, _ = push_cold(shared.registry, COLD_REPO)
+    digest = _digest(ref)
+    key = digest.split(":", 1)[1]
+    PLUGSTACK.write_text(_plugstack(L.SHARED_SITE_FILE) + "\n")
+    job = shared.run(["sbatch", "--parsable", "-w", "n1", "--wrap",
+                      f"srun --container-mpi=none --container-image={ref} sleep 20"],
+                     user=shared.user, cwd=shared.workdir()).stdout.strip().split(";")[0]
+    records = L.SHARED_STORE / "uses" / key
+    deadline = time.monotonic() + 120
+    while not (records / f"n1.{job}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (records / f"n1.{job}").exists(), shared.job_state(job)
+
+    kept = json.loads(hpcctl("image", "gc", "--node", "n1", "--target", "0", "--json").stdout)
+    tier = next(r for r in kept if r["tier"] == "shared")
+    assert any(ref in item and f"n1.{job}" in item for item in tier["in_use"]), tier
+    assert shared_entry(digest) is not None
+
+    assert shared.wait(job)[0] == "COMPLETED"
+    gone = json.loads(hpcctl("image", "gc", "--node", "n1", "--target", "0", "--json").stdout)
+    tier = next(r for r in gone if r["tier"] == "shared")
+    assert digest in [item["digest"] for item in tier["removed"]]
+    assert shared_entry(digest) is None and not records.exists()
