@@ -75,10 +75,9 @@ def _sections(lines: list[str]) -> tuple[dict[str, tuple[int, str]], list[_Secti
     return header, sections
 
 
-def _parse(path: Path) -> dict[str, list[str]]:
-    """spython's parse of the recipe, with each section's lines as written (its own mapping of %post, %runscript
-    and %help into Dockerfile commands is replaced, see the module docstring)."""
-    from spython.logger import bot
+def _parse(path: Path, lines: list[str]) -> dict[str, list[str]]:
+    """spython's parse of the recipe's ``lines``, with each section's lines as written (its own mapping of %post,
+    %runscript and %help into Dockerfile commands is replaced, see the module docstring)."""
     from spython.main.parse.parsers import SingularityParser
 
     bodies: dict[str, list[str]] = {}
@@ -90,15 +89,15 @@ def _parse(path: Path) -> dict[str, list[str]]:
         def _comments(self, lines):
             return None
 
-    level = bot.level
-    bot.level = 0  # spython logs its own warnings about sections; the notes here say what happens to them
+    parser = Parser(filename=None, load=False)
+    # spython reads a section's first line as a header line ("From:", "Bootstrap", "Stage:", a comment): a blank
+    # line after each section header hands every line of the section to the section
+    parser.lines = [text for line in lines for text in ([line, ""] if _SECTION.match(line) else [line])]
     try:
-        Parser(str(path))
+        parser.parse()
     except NotImplementedError:
-        raise HpcctlError(f"{path}: only 'Bootstrap: docker' recipes can be built",
-                          "start from a registry image: Bootstrap: docker and From: IMAGE") from None
-    finally:
-        bot.level = level
+        raise HpcctlError(f"{path}: a line inside a section starts a new recipe for spython ('Bootstrap:')",
+                          "move that text out of the recipe, e.g. into a script copied in with %files") from None
     return bodies
 
 
@@ -140,7 +139,7 @@ def convert(path: Path) -> Conversion:
         seen.add(section.name)
     if problems:
         raise HpcctlError("\n".join(problems))
-    bodies = _parse(path)
+    bodies = _parse(path, lines)
     return _build(path, text, header["from"][1].removeprefix("docker://"), bodies, {s.name: s for s in sections}, notes)
 
 

@@ -66,3 +66,15 @@ def test_test_and_startscript_are_skipped_with_a_note(tmp_path):
 def test_a_missing_files_source_is_named(tmp_path):
     with pytest.raises(HpcctlError, match=r"%files source nope.txt does not exist"):
         convert(tmp_path, "Bootstrap: docker\nFrom: busybox\n%files\n    nope.txt /opt/\n")
+
+
+def test_a_sections_first_line_is_the_sections_even_when_it_looks_like_a_header(tmp_path):
+    """spython alone reads a section's first line as a header line: 'bootstrap' refused the recipe, 'from:' became
+    the base image and a comment vanished."""
+    c = convert(tmp_path, "Bootstrap: docker\nFrom: busybox\n%post\n    pip install bootstrap-utils\n    echo ok\n"
+                          "%runscript\n    echo \"from: here\"\n%help\n    # usage: tool ARGS\n")
+    assert c.dockerfile.splitlines()[0] == "FROM busybox"
+    files = tarfile.open(fileobj=c.context)
+    assert files.extractfile(".hpcctl-post.sh").read() == b"pip install bootstrap-utils\necho ok\n"
+    assert files.extractfile(".singularity.d/runscript").read() == b'#!/bin/sh\n\necho "from: here"\n'
+    assert files.extractfile(".singularity.d/runscript.help").read() == b"# usage: tool ARGS\n"
