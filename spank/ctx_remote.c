@@ -1,6 +1,6 @@
 /*
- * remote context (slurmstepd). user_init: fork a holder that asks the Python core for the MountPlan and builds the
- * container once per step and node, while slurmstepd goes on to launch the tasks. task_init_privileged: each task
+ * remote context (slurmstepd). user_init: fork a holder that asks the Python core for the MountPlan (or reuses the
+ * reply kept for an earlier step of the same shape: plan_cache.h) and builds the container once per step and node, while slurmstepd goes on to launch the tasks. task_init_privileged: each task
  * waits for the holder, joins its mount namespace and sets no_new_privs. task_init (as the user): environment,
  * working directory, remap-root, entrypoint. Errors reach the task's stderr (terminal or job error file) as one
  * line in task_init, and the task exits 1.
@@ -28,6 +28,7 @@
 #include "contexts.h"
 #include "id_filter.h"
 #include "opts.h"
+#include "plan_cache.h"
 #include "plan_exec.h"
 
 #ifndef SLURM_BATCH_SCRIPT
@@ -200,6 +201,15 @@ static int hold_shared(int fd)
     return 0;
 }
 
+/* The node's runtime directory as the core has it by default (plugstack: runtime_path=, else the site default). */
+static const char *runtime_path(const struct helper_config *cfg)
+{
+    for (int i = 0; i < cfg->ndefaults; i++)
+        if (strncmp(cfg->defaults[i], "runtime_path=", 13) == 0)
+            return cfg->defaults[i] + 13;
+    return "/run/hpcctl";
+}
+
 /*
  * The holder: a grandchild of slurmstepd (so slurmstepd never reaps it), root again, that asks the core for the
  * plan, builds the container and keeps its mount namespace alive for the tasks. It runs while slurmstepd sends the
@@ -223,10 +233,15 @@ static void holder_main(const struct helper_config *cfg, json_t *input, int read
         sh->state = 2;
         _exit(1);
     }
-    if (helper_run(cfg, "hpcctl.plugin.step", input, 0, 900, 4, &out, sh->error, sizeof(sh->error))) {
+    char *key = plan_cache_key(input, cfg->site, cfg->defaults, cfg->ndefaults);
+    out = key ? plan_cache_lookup(runtime_path(cfg), key, input) : NULL;
+    if (!out && helper_run(cfg, "hpcctl.plugin.step", input, 0, 900, 4, &out, sh->error, sizeof(sh->error))) {
         sh->state = 2;
         _exit(1);
     }
+    if (key && json_object_get(out, "warm"))
+        plan_cache_store(key, out);
+    free(key);
     char *text = json_dumps(out, JSON_COMPACT);
     if (!text || strlen(text) >= SHARED_SIZE - sizeof(*sh)) {
         snprintf(sh->error, sizeof(sh->error), "the mount plan is too large");

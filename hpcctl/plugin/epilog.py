@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 
-from hpcctl.plugin import names
+from hpcctl.plugin import names, warm
 from hpcctl.plugin.protocol import serve
 from hpcctl.site.config import SiteConfig
 
@@ -49,6 +49,7 @@ def stop_holders(site: SiteConfig, job_id: str) -> int:
 def handle(request: dict, site: SiteConfig) -> dict:
     remove_pins(int(request["jobid"]), int(request["uid"]))
     stopped = stop_holders(site, str(request["jobid"]))
+    warm.sweep(names.plans_dir(site))
     return {"removed": names.remove_job(site, str(request["jobid"])), "stopped": stopped}
 
 

@@ -37,13 +37,15 @@ def requested(env: Mapping[str, str]) -> tuple[int, ...]:
     return ()
 
 
-def granted(site: SiteConfig, node: str, env: Mapping[str, str]) -> tuple[int, ...]:
-    """The requested GPUs whose device this step's cgroup lets it open, in the requested order."""
+def granted(site: SiteConfig, node: str, env: Mapping[str, str]) -> tuple[tuple[int, ...], list[tuple[str, bool]]]:
+    """The requested GPUs whose device this step's cgroup lets it open, in the requested order; and each device
+    file tested with what access(2) said."""
     wanted = requested(env)
     if not wanted:
-        return ()
+        return (), []
     try:
         files = device_files(site, node, wanted)
     except HpcctlError:
-        return ()
-    return tuple(index for index, path in zip(wanted, files) if os.access(path, os.R_OK | os.W_OK))
+        return (), []
+    checks = [(path, os.access(path, os.R_OK | os.W_OK)) for path in files]
+    return tuple(index for index, (_, ok) in zip(wanted, checks) if ok), checks

@@ -44,8 +44,10 @@ def _pinned_in_node_cache(reference: str, site: SiteConfig, node: str):
     return store.as_image(entry)
 
 
-def locate(reference: str, site: SiteConfig, who: Identity, node: str, job: str | None = None) -> Image:
-    """The step's image; ``job``: the Slurm job id, which a shared image store records as a user of the image."""
+def locate(reference: str, site: SiteConfig, who: Identity, node: str, job: str | None = None) -> tuple[Image, bool]:
+    """The step's image, and whether it is a public entry of the node cache found by its pinned digest (which any
+    later step of the same shape may reuse without asking the registry again). ``job``: the Slurm job id, which a
+    shared image store records as a user of the image."""
     if is_file_reference(reference):
         problem = readable([reference], who)[reference]
         if problem:
@@ -55,8 +57,10 @@ def locate(reference: str, site: SiteConfig, who: Identity, node: str, job: str 
             raise HpcctlError(f"--container-image: {reference} is a directory",
                               "pass a squashfs file (an unpacked tree: make one with mksquashfs)")
         if is_sif(reference):
-            return sif_image(reference, reference, who)
-        return Image(path=reference, reference=reference, user_file=True)
-    cached = _pinned_in_node_cache(reference, site, node) or \
-        _api().ensure(reference, site, uid=who.uid, gid=who.gid, node=node, job=job)
-    return Image.of_cached(cached, reference)
+            return sif_image(reference, reference, who), False
+        return Image(path=reference, reference=reference, user_file=True), False
+    cached = _pinned_in_node_cache(reference, site, node)
+    if cached:
+        return Image.of_cached(cached, reference), True
+    return Image.of_cached(_api().ensure(reference, site, uid=who.uid, gid=who.gid, node=node, job=job),
+                           reference), False

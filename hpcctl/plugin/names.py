@@ -18,8 +18,25 @@ from hpcctl.errors import HpcctlError
 from hpcctl.site.config import SiteConfig
 
 
+def records_root(site: SiteConfig) -> str:
+    """Where the jobs' container records live: JOBID/NODE/UID-NAME below it (the shim's warm path makes an unnamed
+    step's record there itself, in this layout)."""
+    return os.path.join(runtime_root(site.plugin.runtime_dir), "containers")
+
+
+def node_state(site: SiteConfig, node: str) -> str:
+    """Root's files for every job's containers on ``node`` (the users' passwd/group, remap-root's apt setting):
+    named by their content, so steps of any job that get the same file share it and a kept reply stays valid."""
+    return os.path.join(runtime_root(site.plugin.runtime_dir), "identity", node)
+
+
+def plans_dir(site: SiteConfig) -> str:
+    """Where the shim keeps replies for later steps of the same shape (spank/plan_cache.c)."""
+    return os.path.join(runtime_root(site.plugin.runtime_dir), "plans")
+
+
 def job_dir(site: SiteConfig, job_id: str) -> str:
-    return os.path.join(runtime_root(site.plugin.runtime_dir), "containers", str(int(job_id)))
+    return os.path.join(records_root(site), str(int(job_id)))
 
 
 @dataclass(frozen=True)
@@ -118,9 +135,14 @@ def remember(named: Named, image: Image) -> None:
     os.makedirs(named.directory, mode=0o700, exist_ok=True)
     tmp = os.path.join(named.directory, ".image.json.tmp")
     with open(tmp, "w") as fh:
-        json.dump({"path": image.path, "reference": image.reference, "config": dict(image.config),
-                   "hold": image.hold, "user_file": image.user_file, "offset": image.offset, "size": image.size}, fh)
+        fh.write(image_record(image))
     os.replace(tmp, os.path.join(named.directory, "image.json"))
+
+
+def image_record(image: Image) -> str:
+    """A container record's image.json: the image it runs (read back by find())."""
+    return json.dumps({"path": image.path, "reference": image.reference, "config": dict(image.config),
+                       "hold": image.hold, "user_file": image.user_file, "offset": image.offset, "size": image.size})
 
 
 def remove_job(site: SiteConfig, job_id: str) -> bool:

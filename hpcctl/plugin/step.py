@@ -10,7 +10,6 @@ Reply: {"plan": MountPlan, "uid", "gid", "groups", "cwd", "remap_root", "fallbac
 
 from __future__ import annotations
 
-import os
 import sys
 
 from hpcctl.container import options
@@ -18,7 +17,7 @@ from hpcctl.container.access import Identity
 from hpcctl.container.build import StepFacts
 from hpcctl.container.container import build_container
 from hpcctl.errors import HpcctlError
-from hpcctl.plugin import gpus, images, names, node
+from hpcctl.plugin import gpus, images, names, node, warm
 from hpcctl.plugin.protocol import serve
 from hpcctl.site.config import SiteConfig
 
@@ -31,7 +30,7 @@ def pinned_for(pin: str | None, raw_image: str | None) -> str | None:
 
 def handle(request: dict, site: SiteConfig) -> dict:
     job = request["job"]
-    env = job.get("env") or {}
+    env = warm.RecordingEnv(job.get("env") or {})
     cwd = job.get("cwd") or env.get("PWD") or "/"  # slurmstepd runs in the job's working directory
     raw = request.get("options") or {}
     opts = options.parse(raw, cwd)
@@ -44,10 +43,11 @@ def handle(request: dict, site: SiteConfig) -> dict:
     if named and named.image and reference and reference != named.image.reference:
         raise HpcctlError(f"--container-name: '{opts.name}' was made from {named.image.reference}, not {reference}",
                           f"drop --container-image, or replace it with --container-name={opts.name}:create")
+    pinned_public = False
     if named and named.image:
         image = named.image
     elif reference:
-        image = images.locate(reference, site, who, here, str(int(job["jobid"])))
+        image, pinned_public = images.locate(reference, site, who, here, str(int(job["jobid"])))
     else:
         raise HpcctlError(f"--container-name: no container '{opts.name}' in this job yet",
                           "add --container-image=IMAGE to create it")
@@ -55,10 +55,11 @@ def handle(request: dict, site: SiteConfig) -> dict:
         names.remember(named, image)
 
     batch = bool(job.get("batch")) and bool(job.get("argv"))
+    granted, gpu_checks = gpus.granted(site, here, env)
     step = StepFacts(who=who, cwd=cwd, node=here, env=env, batch_script=job["argv"][0] if batch else None,
                      job_id=str(int(job["jobid"])), step_id=str(int(job["stepid"])), slurm_commands=True,
-                     gpus=gpus.granted(site, here, env))
-    container = build_container(site, image, opts, step, os.path.join(names.job_dir(site, job["jobid"]), here),
+                     gpus=granted)
+    container = build_container(site, image, opts, step, names.node_state(site, here),
                                 upper=named.upper if named else "")
     if env.get("HPCCTL_VERBOSE") != "1":
         container.plan.notes = []  # what was injected and why: shown on request, not in every job's error file
@@ -66,15 +67,20 @@ def handle(request: dict, site: SiteConfig) -> dict:
     # makes a new container from its kept state
     live = names.running(named.directory) if named else None
     join = live if opts.name_mode in ("auto", "exec") else None
-    return {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold,
-            "named_dir": (None if live else named.directory) if named else names.unnamed(
-                site, job["jobid"], job["stepid"], here, who.uid, image),
-            "join": join,
-            # pyxis' --container-workdir: the task changes there and fails when it is missing, nothing creates it
-            "plan": {**container.plan.to_dict(), "workdir": ""}, "workdir": opts.workdir or "",
-            "entrypoint_log": opts.entrypoint_log,
-            # the container is saved once, by the first node of the step (every node writing one path would race)
-            "save": opts.save if int(job.get("nodeid", 0)) == 0 else None}
+    reply = {**container.to_dict(), "remap_root": opts.remap_root, "hold": image.hold,
+             "named_dir": (None if live else named.directory) if named else names.unnamed(
+                 site, job["jobid"], job["stepid"], here, who.uid, image),
+             "join": join,
+             # pyxis' --container-workdir: the task changes there and fails when it is missing, nothing creates it
+             "plan": {**container.plan.to_dict(), "workdir": ""}, "workdir": opts.workdir or "",
+             "entrypoint_log": opts.entrypoint_log,
+             # the container is saved once, by the first node of the step (every node writing one path would race)
+             "save": opts.save if int(job.get("nodeid", 0)) == 0 else None}
+    reply["warm"] = warm.record(site, opts, image, reply, env, pinned_public=pinned_public, batch=batch,
+                                job_step=f"{int(job['jobid'])}.{int(job['stepid'])}", gpu_checks=gpu_checks,
+                                records=names.records_root(site), plans=names.plans_dir(site), node=here,
+                                image_json=names.image_record(image))
+    return reply
 
 
 if __name__ == "__main__":
