@@ -1,9 +1,9 @@
 /*
  * remote context (slurmstepd). user_init: fork a holder that asks the Python core for the MountPlan (or reuses the
- * reply kept for an earlier step of the same shape: plan_cache.h) and builds the container once per step and node, while slurmstepd goes on to launch the tasks. task_init_privileged: each task
- * waits for the holder, joins its mount namespace and sets no_new_privs. task_init (as the user): environment,
- * working directory, remap-root, entrypoint. Errors reach the task's stderr (terminal or job error file) as one
- * line in task_init, and the task exits 1.
+ * reply kept for an earlier step of the same shape: plan_cache.h) and builds the container once per step and node,
+ * while slurmstepd goes on to launch the tasks. task_init_privileged: each task waits for the holder, joins its mount
+ * namespace and sets no_new_privs. task_init (as the user): environment, working directory, remap-root, entrypoint.
+ * Errors reach the task's stderr (terminal or job error file) as one line in task_init, and the task exits 1.
  */
 #define _GNU_SOURCE
 #include <errno.h>
