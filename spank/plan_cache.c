@@ -107,7 +107,8 @@ char *plan_cache_key(json_t *input, const char *site, char *const *extra, int ne
                             json_object_get(input, "options"), "pinned", pinned ? pinned : json_null(), "uid",
                             json_object_get(job, "uid"), "gid", json_object_get(job, "gid"), "groups",
                             json_object_get(job, "groups"), "cwd", json_object_get(job, "cwd"), "host",
-                            json_object_get(job, "host"), "node", node ? node : "", "site", site_id, "plugstack", args, "site_path", site);
+                            json_object_get(job, "host"), "node", node ? node : "", "site", site_id, "plugstack",
+                            args, "site_path", site);
     free(node);
     char *text = key ? json_dumps(key, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(key);
