@@ -101,4 +101,14 @@ def check_node(site: SiteConfig, node: str | None = None) -> list[Finding]:
         out += [_path(section, "bind", m.source.replace("%n", node), not m.optional) for m in flavour.binds]
     if site.raw.get("gpu"):
         out += _gpu(site, node)
+    if site.cache.shared:
+        out += _shared_store(site, node)
     return out
+
+
+def _shared_store(site: SiteConfig, node: str) -> list[Finding]:
+    """The shared image store as this node sees it (hpcctl.image.shared_store.check)."""
+    from hpcctl.image.shared_store import SharedStore, check
+    root = site.cache.shared.root
+    return [Finding("cache.shared", what, root, bool(ok), ok is not None, detail)
+            for what, ok, detail in check(SharedStore(site.cache.shared, node))]

@@ -8,6 +8,7 @@ squashed, and users must not be able to write)::
     tmp/               partial files of running publications                     the node cache, hpcctl.image.cache)
     locks/<hex>.lock   the conversion lock (hpcctl.image.store_lock: O_EXCL, heartbeat, race-free take-over)
     uses/<hex>/<node>.<jobid>   a use record: written when a job's step on that node starts using the image
+    store-id           the store's random name, which `hpcctl site check` prints on every node
 
 The first node that needs an image takes its lock, converts it into its own node cache (root's layer store, as a
 pull), and the owner publishes it: copied to tmp/, fsynced, renamed into images/, then the metadata. Every other
@@ -24,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import os
 import select
+import stat
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +47,7 @@ POLL_S = 0.5
 WAIT_S = 3600.0  # how long a node waits for another node's conversion whose heartbeat goes on
 USE_TTL_S = 8 * 86400  # a use record whose job Slurm cannot be asked about counts this long (longer than MaxTime)
 TMP_GRACE_S = 3600.0  # a partial file untouched this long belongs to a dead publication
+STORE_ID = "store-id"  # a random name the first `hpcctl site check` gives the store: the same on every node
 
 
 def _entry_dict(entry: Entry) -> dict:
@@ -334,3 +339,57 @@ def _drop_local(node_cache: ImageCache, local: Entry) -> None:
     with contextlib.suppress(HpcctlError):
         gc.remove(node_cache, local)
 
+
+
+def _probe(store: SharedStore) -> dict:
+    """As the owner: can it write the store, and what does this node see there (for `hpcctl site check`)."""
+    store._prepare()
+    probe = store.tmp / f"check.{store.node}.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        writes = ""
+    except OSError as exc:
+        writes = exc.strerror or str(exc)
+    ident = store.root / STORE_ID
+    if not ident.exists():
+        fresh = store.tmp / f"{STORE_ID}.{store.node}.{os.getpid()}"
+        fresh.write_text(uuid.uuid4().hex + "\n")
+        fresh.chmod(0o644)
+        with contextlib.suppress(FileExistsError):
+            os.link(fresh, ident)  # the first node to check names the store; the others keep its name
+        fresh.unlink()
+    keys = sorted(p.stem for p in store.images.glob("*.json"))
+    return {"writes": writes, "id": ident.read_text().strip(),
+            "images": hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12], "count": len(keys)}
+
+
+def check(store: SharedStore) -> list[tuple[str, bool | None, str]]:
+    """`hpcctl site check` of the store on this node: (what, ok (None: not tested), detail) for: it exists, its
+    owner is the service account, only that account may write it, the account can write it, and a fingerprint of
+    what this node sees (the store's id and its published images) for the admin to compare across nodes."""
+    try:
+        st = os.stat(store.root)
+    except OSError as exc:
+        return [("exists", False, f"{exc.strerror}: create it on the shared file system, owned by "
+                                  f"{store.config.owner}, mode 0755")]
+    out = [("exists", True, "a directory" if os.path.isdir(store.root) else "NOT a directory")]
+    try:
+        owner = store.owner
+    except HpcctlError as exc:
+        return [*out, ("owner", False, str(exc))]
+    out.append(("owner", st.st_uid == owner.uid, f"uid {st.st_uid}, want {owner.name} (uid {owner.uid})"))
+    loose = [str(p) for p in (store.root, store.images, store.tmp, store.locks, store.uses)
+             if p.exists() and p.stat().st_mode & 0o022]
+    out.append(("writable by the owner only", not loose, f"group/others may write {', '.join(loose)}" if loose
+                else f"mode {stat.S_IMODE(st.st_mode):04o}"))
+    if os.geteuid() not in (0, owner.uid):
+        return [*out, ("the owner can write it", None, "not tested: run `hpcctl site check` as root")]
+    try:
+        seen = store.as_owner(lambda: _probe(store), "checking the shared store")
+    except HpcctlError as exc:
+        return [*out, ("the owner can write it", False, str(exc))]
+    out.append(("the owner can write it", not seen["writes"], seen["writes"] or f"as {owner.name}"))
+    out.append(("fingerprint (compare across nodes)", True,
+                f"store {seen['id'][:12]}, {seen['count']} images, listing {seen['images']}"))
+    return out

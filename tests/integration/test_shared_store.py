@@ -191,3 +191,49 @@ def test_gc_keeps_an_image_a_running_job_uses_and_removes_it_after(shared):
     tier = next(r for r in gone if r["tier"] == "shared")
     assert digest in [item["digest"] for item in tier["removed"]]
     assert shared_entry(digest) is None and not records.exists()
+
+
+def test_site_check_validates_the_store_and_prints_one_fingerprint_on_every_node(shared):
+    def check(node: str) -> tuple[int, dict]:
+        result = hpcctl("site", "check", "--json", "--node", node, str(L.SHARED_SITE_FILE), check=False)
+        found = {f["what"]: f for f in json.loads(result.stdout)["findings"] if f["section"] == "cache.shared"}
+        return result.returncode, found
+
+    code, n1 = check("n1")
+    assert code == 0 and all(f["found"] for f in n1.values()), n1
+    fingerprint = n1["fingerprint (compare across nodes)"]["detail"]
+    assert check("n2")[1]["fingerprint (compare across nodes)"]["detail"] == fingerprint
+    L.SHARED_STORE.chmod(0o775)
+    try:
+        code, found = check("n1")
+        assert code == 1 and not found["writable by the owner only"]["found"]
+    finally:
+        L.SHARED_STORE.chmod(0o755)
+    as_user = shared.run([sys.executable, "-m", "hpcctl", "--site", str(L.SHARED_SITE_FILE), "site", "check",
+                          "--node", "n1", str(L.SHARED_SITE_FILE)], user=shared.user, check=False)
+    assert "not tested: run `hpcctl site check` as root" in as_user.stdout
+
+
+def test_copy_mode_converts_once_and_each_node_copies_the_store_file_into_its_cache(shared, tmp_path):
+    copy_site = tmp_path / "site-copy.yaml"
+    copy_site.write_text(L.SHARED_SITE_FILE.read_text().replace("mode: mount", "mode: copy"))
+    ref, layer = push_cold(shared.registry, COLD_REPO, payload_mb=4)
+    since = sandbox_registry.log_offset("registry")
+    pulled = {}
+    for node in ("n1", "n2"):
+        result = subprocess.run([sys.executable, "-m", "hpcctl", "--site", str(copy_site), "image", "pull", "--json",
+                                 "--node", node, ref], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        pulled[node] = json.loads(result.stdout)
+    assert sandbox_registry.blob_traffic("registry", since, repository=COLD_REPO).gets[layer] == 1
+    digest = pulled["n1"]["digest"]
+    assert pulled["n1"]["path"].startswith("/var/lib/hpcctl/nodes/n1/cache/")
+    assert pulled["n2"]["path"].startswith("/var/lib/hpcctl/nodes/n2/cache/")
+    assert _node_has("n1", digest) and _node_has("n2", digest) and shared_entry(digest)["converted_on"] == "n1"
+    copied = json.loads(Path(pulled["n2"]["path"]).with_suffix(".json").read_text())
+    assert copied["shared_store"] == str(L.SHARED_STORE)
+    assert Path(pulled["n2"]["path"]).read_bytes() == (L.SHARED_STORE / "images" / Path(pulled["n2"]["path"]).name
+                                                       ).read_bytes()
+    listed = json.loads(subprocess.run([sys.executable, "-m", "hpcctl", "--site", str(copy_site), "image", "ls",
+                                        "--json"], capture_output=True, text=True, check=True).stdout)
+    assert sorted(row["tier"] for row in listed if row["digest"] == digest) == ["node", "node", "shared"]
