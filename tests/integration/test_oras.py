@@ -6,6 +6,8 @@ refused in one line each, with nothing left in the cache."""
 from __future__ import annotations
 
 import json
+import pwd
+import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -85,6 +87,15 @@ def test_srun_runs_an_oras_sif_on_both_nodes_with_singularity_semantics(sandbox,
          sandbox.user, sandbox.user])
 
 
+def test_sbatch_runs_an_oras_sif_pinned_at_submit(sandbox, pushed):
+    ref, _ = pushed
+    job = sandbox.sbatch("#!/bin/sh\n"
+                         f"#SBATCH --container-image={ref} --container-mpi=none\n"
+                         'echo "batch $ORAS_MARKER|$ORDER|$(id -un)"\n')
+    assert job.state == "COMPLETED", job.output
+    assert job.output == f"batch {ref.rsplit(':', 1)[1]}|first then second|{sandbox.user}\n"
+
+
 def test_pull_caches_the_sif_with_its_runscript_as_cmd(sandbox, pushed):
     ref, _ = pushed
     r = hpcctl("image", "pull", "--node", "n1", "--json", ref)
@@ -134,3 +145,31 @@ def test_an_oras_sif_pulled_as_a_container_image_says_to_use_oras(sandbox, pushe
         f"(pull it as oras://{plain})"]
     r = hpcctl("image", "pull", "--node", "n3", plain)  # not cached there
     assert r.returncode != 0 and "is a .sif stored as an ORAS artifact" in r.stderr, r.stderr
+
+
+def test_a_user_pushes_a_private_sif_and_runs_it_with_their_own_credentials(sandbox, tmp_path):
+    """Push and pull both go through the registry client with the user's credentials file; without it, one line."""
+    home = Path(pwd.getpwnam(sandbox.user).pw_dir)
+    work = sandbox.workdir()
+    marker = uuid.uuid4().hex[:12]
+    sif = make_sif(work / "private.sif", marker)
+    shutil.chown(sif, sandbox.user, sandbox.user)
+    ref = f"oras://{sandbox.auth_registry}/private/oras-sif:{marker}"
+    netrc = home / ".config/enroot/.credentials"
+    sandbox.run(["mkdir", "-p", str(netrc.parent)], user=sandbox.user)
+    sandbox.run(["sh", "-c", f"umask 077; echo 'machine {sandbox.auth_registry} login {sandbox.auth_user} "
+                             f"password {sandbox.auth_password}' > {netrc}"], user=sandbox.user)
+    try:
+        pushed = sandbox.run(hpcctl_cmd("image", "push", str(sif), ref), user=sandbox.user, cwd=work, timeout=120)
+        assert pushed.stdout.startswith(f"pushed {sif} as {ref}@sha256:")
+        r = srun(sandbox, "-w", "n2", f"--container-image={ref}", NO_MPI, "sh", "-c", "echo $ORAS_MARKER",
+                 cwd=work, timeout=180)
+        assert r.returncode == 0 and r.stdout == f"{marker}\n", r.stderr
+    finally:
+        netrc.unlink()
+    r = srun(sandbox, "-w", "n2", f"--container-image={ref}", NO_MPI, "true", cwd=work, timeout=180)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        f"srun: error: registry {sandbox.auth_registry} needs credentials for private/oras-sif and none were found "
+        "(add them to ~/.config/enroot/.credentials (machine HOST login USER password PASS) or log in with docker "
+        "login)"]
