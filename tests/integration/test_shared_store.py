@@ -237,3 +237,32 @@ def test_copy_mode_converts_once_and_each_node_copies_the_store_file_into_its_ca
     listed = json.loads(subprocess.run([sys.executable, "-m", "hpcctl", "--site", str(copy_site), "image", "ls",
                                         "--json"], capture_output=True, text=True, check=True).stdout)
     assert sorted(row["tier"] for row in listed if row["digest"] == digest) == ["node", "node", "shared"]
+
+
+def test_the_c_side_opens_a_store_image_with_the_owners_rights_not_roots(shared, tmp_path):
+    """The plan's image_open_as: with the file unreadable by its owner (root could still read it), the container
+    cannot be set up; the same plan without image_open_as (root's rights) runs."""
+    ref, _ = push_cold(shared.registry, COLD_REPO)
+    planned = hpcctl("run", "--plan-only", "--json", "--node", "n1", "--user", shared.user, "--mpi", "none", ref)
+    doc = json.loads(planned.stdout)
+    owner = pwd.getpwnam(L.STORE_USER)
+    assert doc["plan"]["image_open_as"] == {"uid": owner.pw_uid, "gid": owner.pw_gid}
+    image = Path(doc["plan"]["image"])
+    assert image.parent == L.SHARED_STORE / "images"
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps(doc))
+    exec_ = "/usr/local/lib/hpcctl/hpcctl-exec"
+    tag = ref.rsplit(":", 1)[1]
+    assert subprocess.run([exec_, str(plan), "--", "cat", "/payload/tag"], capture_output=True, text=True,
+                          timeout=60).stdout == tag + "\n"
+    image.chmod(0o000)
+    try:
+        refused = subprocess.run([exec_, str(plan), "--", "cat", "/payload/tag"], capture_output=True, text=True,
+                                 timeout=60)
+        assert refused.returncode == 125 and f"cannot open image {image}: Permission denied" in refused.stderr
+        as_root = tmp_path / "as-root.json"
+        as_root.write_text(json.dumps({**doc, "plan": {**doc["plan"], "image_open_as": None}}))
+        assert subprocess.run([exec_, str(as_root), "--", "cat", "/payload/tag"], capture_output=True, text=True,
+                              timeout=60).stdout == tag + "\n"
+    finally:
+        image.chmod(0o644)
