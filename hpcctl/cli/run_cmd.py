@@ -67,10 +67,11 @@ def register(sub) -> None:
                      help="with --plan-only: print the document hpcctl-exec reads, as JSON")
     run.add_argument("-v", "--verbose", action="store_true", help="print the injection notes before running")
     run.add_argument("image", metavar="IMAGE",
-                     help="registry reference, enroot form (REGISTRY#IMAGE), dockerd://IMAGE, a squashfs file, or "
-                          "an unpacked root tree (a directory)")
+                     help="registry reference, enroot form (REGISTRY#IMAGE), dockerd://IMAGE, oras://IMAGE, a "
+                          "squashfs or .sif file, or an unpacked root tree (a directory)")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARG...]",
-                     help="command to run (default: the image's CMD); put -- before it when it starts with -")
+                     help="command to run (default: the image's CMD; a .sif's runscript); put -- before it when it "
+                          "starts with -")
     run.set_defaults(func=run_image)
 
 
