@@ -39,7 +39,7 @@ static int opt_set(int val, const char *optarg, int remote)
 
 static struct spank_option options[] = {
     {"container-image", "[USER@][REGISTRY#]IMAGE[:TAG]|PATH",
-     "[hpcctl] run the tasks in this container image (registry reference or squashfs file)", 1, ARG(OPT_IMAGE),
+     "[hpcctl] run the tasks in this container image (registry reference, squashfs or .sif file)", 1, ARG(OPT_IMAGE),
      opt_set},
     {"container-mounts", "SRC:DST[:FLAGS][,SRC:DST...]",
      "[hpcctl] bind mount(s) inside the container; FLAGS: ro, rw (joined with +); SRC may be tmpfs", 1,
