@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 from hpcctl.image import sif
@@ -36,10 +37,6 @@ TITLE = "org.opencontainers.image.title"
 RUNSCRIPT = "/.singularity.d/runscript"  # what `apptainer run` runs: the image's CMD
 
 
-def is_sif_artifact(manifest: Manifest) -> bool:
-    return any(layer.get("mediaType") in (SIF_LAYER, SIF_LAYER_PROTOTYPE) for layer in manifest.layers)
-
-
 def sif_layer(manifest: Manifest, reference: str) -> dict:
     """The one SIF layer of an ORAS artifact; RegistryError, one line, for anything else."""
     layers = manifest.layers
@@ -49,11 +46,18 @@ def sif_layer(manifest: Manifest, reference: str) -> dict:
             raise RegistryError(f"{reference}: the SIF layer's size '{size}' is not a positive number",
                                 "push the .sif again")
         return layers[0]
-    found = ", ".join(str(layer.get("mediaType")) for layer in layers) or "no layers"
+    found = ", ".join(_shown(layer.get("mediaType")) for layer in layers[:4]) or "no layers"
+    if len(layers) > 4:
+        found += f" and {len(layers) - 4} more layers"
     raise RegistryError(f"{reference} is not a SIF pushed as an ORAS artifact: its manifest has {found}, not one "
                         f"layer of {SIF_LAYER}",
                         "pull a container image without oras://; push a .sif with `hpcctl image push` or "
                         "`apptainer push`")
+
+
+def _shown(value) -> str:
+    """A registry's string in a one-line message: printable, at most 100 characters."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))[:100]
 
 
 def wrong_kind(reference: str, oras: bool) -> RegistryError:
@@ -104,15 +108,19 @@ def build(cache: ImageCache, registry: Registry, manifest: Manifest, reference: 
 
 def push(path: Path, registry: Registry, tag: str, progress: Progress) -> str:
     """Push the .sif at ``path`` as an ORAS artifact under ``tag``, as ``apptainer push oras://`` lays it out;
-    returns the manifest's digest. The file is checked to be a .sif this project can run before anything is sent."""
+    returns the manifest's digest. The file's SIF header and descriptors are checked before anything is sent (its
+    architecture is not: a .sif for other nodes may be pushed from here)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise sif.BadSif(f"cannot open {path}: {exc.strerror.lower()}", "give the path of a readable .sif file") \
             from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise sif.BadSif(f"{path} is not a regular file", "give the path of a .sif file")
     with os.fdopen(fd, "rb") as source:
         try:
-            sif.read(fd).system_partition
+            sif.read(fd)
         except sif.BadSif as exc:
             raise sif.BadSif(f"{path}: {exc.problem}", exc.fix) from None
         size = os.fstat(fd).st_size

@@ -173,3 +173,16 @@ def test_a_user_pushes_a_private_sif_and_runs_it_with_their_own_credentials(sand
         f"srun: error: registry {sandbox.auth_registry} needs credentials for private/oras-sif and none were found "
         "(add them to ~/.config/enroot/.credentials (machine HOST login USER password PASS) or log in with docker "
         "login)"]
+
+
+def test_push_refuses_what_is_not_a_sif_in_one_line_before_sending_anything(sandbox, tmp_path):
+    text = tmp_path / "notes.sif"
+    text.write_text("not a sif\n" * 20)
+    ref = f"oras://{sandbox.registry}/hpcctl-test/never:v1"
+    for path, says in ((text, "not a SIF file: no SIF_MAGIC at byte 32"), (tmp_path, "is not a regular file")):
+        r = hpcctl("image", "push", str(path), ref)
+        assert r.returncode != 0
+        [line] = r.stderr.strip().splitlines()
+        assert line.startswith(f"hpcctl: error: {path}") and says in line, line
+    r = hpcctl("image", "push", str(text), f"{sandbox.registry}/hpcctl-test/never:v1")
+    assert r.returncode != 0 and "is not an oras:// reference" in r.stderr
