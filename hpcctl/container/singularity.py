@@ -19,6 +19,7 @@ from hpcctl.container.plan import EnvOp
 
 ENV_DIR = "/.singularity.d/env"
 RUNSCRIPT = "/.singularity.d/runscript"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Apptainer's: the host's is not passed
 LABELS = "/.singularity.d/labels.json"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -37,13 +38,14 @@ def _statement(op: EnvOp) -> str | None:
 
 
 def entrypoint(after: Iterable[EnvOp], runscript: bool) -> list[str]:
-    """The shell that sources the image's environment scripts, puts Slurm's variables back as they were before
-    them, re-applies ``after`` (the site's and injections' operations), then runs its arguments (``runscript``:
-    through the image's runscript, as ``apptainer run`` does)."""
+    """The shell that sets Apptainer's default PATH, sources the image's environment scripts, puts Slurm's
+    variables back as they were before them, re-applies ``after`` (the site's and injections' operations), then
+    runs its arguments (``runscript``: through the image's runscript, as ``apptainer run`` does)."""
     names = (f"$(env 2>/dev/null | while IFS='=' read -r n _; do case \"$n\" in *[!A-Za-z0-9_]*) ;; "
              f"{'|'.join(PROTECTED_PATTERNS)}) echo \"$n\";; esac; done)")
     lines = [f"hpcctl_kept={names}",
              'for n in $hpcctl_kept; do eval "hpcctl_saved_$n=\\${$n}"; done',
+             f"export PATH={DEFAULT_PATH}",
              f'for script in {ENV_DIR}/*.sh; do if [ -f "$script" ]; then . "$script"; fi; done',
              f'for n in {names}; do unset "$n"; done',
              'for n in $hpcctl_kept; do eval "export $n=\\"\\${hpcctl_saved_$n}\\""; unset "hpcctl_saved_$n"; done',

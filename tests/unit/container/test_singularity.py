@@ -51,3 +51,4 @@ def test_slurms_variables_come_out_as_they_went_in():
     assert (env["SLURM_JOB_ID"], env["CUDA_VISIBLE_DEVICES"], env["FROM_SCRIPT"], env["PMIX_MCA_gds"]) == (
         "42", "0,1", "yes", "hash")
     assert "SLURM_NEW" not in env and not any(name.startswith("hpcctl_") for name in env)
+    assert env["PATH"] == singularity.DEFAULT_PATH  # Apptainer's default, not the host's
