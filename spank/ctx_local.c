@@ -20,11 +20,14 @@ static const char *inherited_pin(const char *image)
     return pin + n + 1;
 }
 
-static void set_pin(const char *image, const char *pinned)
+static void set_pin(spank_t sp, const char *image, const char *pinned)
 {
     char *value = NULL;
-    if (asprintf(&value, "%s %s", image, pinned) > 0)
+    if (asprintf(&value, "%s %s", image, pinned) > 0) {
         setenv(PINNED_ENV, value, 1);
+        /* a new allocation's prolog prefetches it on every node (hpcctl.plugin.prefetch); inside a job: no-op */
+        spank_job_control_setenv(sp, PREFETCH_ENV, value, 1);
+    }
     free(value);
 }
 
@@ -57,7 +60,7 @@ int ctx_local_post_opt(spank_t sp, const struct helper_config *cfg)
     if (!pin && image && job_pin_find(jobid, image, job_pin, sizeof(job_pin)) == 0)
         pin = job_pin;
     if (pin && only_image(options)) {
-        set_pin(image, pin);
+        set_pin(sp, image, pin);
         json_decref(options);
         return 0;
     }
@@ -72,7 +75,7 @@ int ctx_local_post_opt(spank_t sp, const struct helper_config *cfg)
     }
     const char *pinned = json_string_value(json_object_get(out, "pinned"));
     if (image && pinned) {
-        set_pin(image, pinned);
+        set_pin(sp, image, pinned);
         if (!pin && strcmp(image, pinned) != 0)
             job_pin_add(jobid, image, pinned);
     }

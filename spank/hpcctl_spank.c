@@ -77,6 +77,11 @@ int slurm_spank_exit(spank_t sp, int ac, char **av)
     return spank_context() == S_CTX_REMOTE ? ctx_remote_exit(sp) : 0;
 }
 
+int slurm_spank_job_prolog(spank_t sp, int ac, char **av)
+{
+    return ctx_slurmd_job_prolog(sp, ac, av);
+}
+
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av)
 {
     return ctx_slurmd_job_epilog(sp, ac, av);

@@ -61,6 +61,7 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 PlugStackConfig={L.SLURM_ETC}/plugstack.conf
 InactiveLimit=0
+PrologFlags=Alloc
 KillWait=5
 MinJobAge=600
 MessageTimeout=20

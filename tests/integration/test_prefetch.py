@@ -1,0 +1,37 @@
+"""Prefetch at job start (issue 14): the plugin's job prolog (PrologFlags=Alloc: root, on every allocated node, at
+allocation) starts fetching the image the job was pinned to at submission and returns at once, so a step finds it
+ready, on nodes where no step has run yet too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from shared_store_helpers import push_cold
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_allocated_node_fetches_the_pinned_image_before_any_step_asks(sandbox):
+    ref, _ = push_cold(sandbox.registry, "hpcctl/prefetch-cold", payload_mb=2)
+    resolved = subprocess.run([sys.executable, "-m", "hpcctl", "image", "resolve", "--json", ref],
+                              capture_output=True, text=True, check=True)
+    key = json.loads(resolved.stdout)["digest"].split(":", 1)[1]
+    n2 = Path("/var/lib/hpcctl/nodes/n2/cache/images") / f"{key}.json"
+    job = sandbox.run(["sbatch", "--parsable", "-N", "2", "-w", "n1,n2", f"--container-image={ref}",
+                       "--container-mpi=none", "--wrap", "sleep 30"], user=sandbox.user,
+                      cwd=sandbox.workdir()).stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + 90
+        while not n2.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert n2.exists(), f"node n2 never fetched {ref}: {sandbox.job_state(job)}"
+        assert sandbox.job_state(job)[0] == "RUNNING"  # the prolog returned at once; only the batch step, on n1
+        pulled = json.loads(n2.read_text())
+        assert pulled["pulled_by_uid"] == 2001  # with the job user's credentials, not root's
+    finally:
+        sandbox.run(["scancel", job], check=False)
