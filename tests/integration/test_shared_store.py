@@ -266,3 +266,32 @@ def test_the_c_side_opens_a_store_image_with_the_owners_rights_not_roots(shared,
                               timeout=60).stdout == tag + "\n"
     finally:
         image.chmod(0o644)
+
+
+@pytest.fixture
+def sixteen_nodes(sandbox):
+    """At least 16 sandbox nodes (`sandbox up --nodes 16`), started here when fewer run and stopped after."""
+    before = L.node_count()
+    if before < 16:
+        subprocess.run([sys.executable, "-m", "hpcctl", "sandbox", "up", "-q", "--no-images", "--nodes", "16"],
+                       check=True, timeout=600)
+    yield
+    if before < 16:
+        subprocess.run([sys.executable, "-m", "hpcctl", "sandbox", "up", "-q", "--no-images", "--nodes",
+                        str(before)], check=True, timeout=600)
+
+
+@pytest.mark.slow16
+def test_a_sixteen_node_job_with_a_cold_image_converts_it_once(shared, sixteen_nodes):
+    ref, layer = push_cold(shared.registry, COLD_REPO, payload_mb=8)
+    digest = _digest(ref)
+    since = sandbox_registry.log_offset("registry")
+    ran = _srun(shared, "-p", L.SCALE_PARTITION, "-N16", "-w", "n[1-16]", f"--container-image={ref}", "sh", "-c",
+                'echo "$SLURMD_NODENAME $(cat /payload/tag)"', timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    tag = ref.rsplit(":", 1)[1]
+    assert sorted(ran.stdout.splitlines()) == sorted(f"n{i} {tag}" for i in range(1, 17))
+    served = sandbox_registry.blob_traffic("registry", since, repository=COLD_REPO)
+    assert served.gets[layer] == 1 and set(served.gets.values()) == {1}, served
+    assert not any(_node_has(f"n{i}", digest) for i in range(1, 17))
+    assert len(list((L.SHARED_STORE / "uses" / digest.split(":", 1)[1]).iterdir())) == 16
