@@ -118,7 +118,8 @@ def find(site: SiteConfig, job_id: str, node: str, uid: int, name: str, mode: st
         data = json.load(fh)
     return Named(directory, Image(path=data["path"], reference=data["reference"], config=data.get("config") or {},
                                   hold=data.get("hold"), user_file=bool(data.get("user_file")),
-                                  offset=int(data.get("offset") or 0), size=int(data.get("size") or 0)))
+                                  offset=int(data.get("offset") or 0), size=int(data.get("size") or 0),
+                                  open_as=tuple(data["open_as"]) if data.get("open_as") else None))
 
 
 def unnamed(site: SiteConfig, job_id: str, step_id: str, node: str, uid: int, image: Image) -> str:
@@ -142,7 +143,8 @@ def remember(named: Named, image: Image) -> None:
 def image_record(image: Image) -> str:
     """A container record's image.json: the image it runs (read back by find())."""
     return json.dumps({"path": image.path, "reference": image.reference, "config": dict(image.config),
-                       "hold": image.hold, "user_file": image.user_file, "offset": image.offset, "size": image.size})
+                       "hold": image.hold, "user_file": image.user_file, "offset": image.offset, "size": image.size,
+                       "open_as": list(image.open_as) if image.open_as else None})
 
 
 def remove_job(site: SiteConfig, job_id: str) -> bool:

@@ -62,3 +62,13 @@ def test_exec_needs_a_running_container(tmp_path, monkeypatch):
     with pytest.raises(HpcctlError, match="'kept' is not running in this job on n1"):
         names.find(site, "7", "n1", 2001, "kept", "exec")
     assert names.find(site, "7", "n1", 2001, "kept", "no_exec").image.path == "/cache/img.sqsh"
+
+
+def test_a_named_container_of_a_shared_store_image_keeps_the_owner_that_opens_it(tmp_path, monkeypatch):
+    """A later step of the container reopens the image from its record: with the store owner's rights, as the first."""
+    site = load_site("site-configs/sandbox.yaml")
+    monkeypatch.setattr(names, "job_dir", lambda _site, job_id: str(tmp_path / job_id))
+    image = Image(path="/shared/images/abc.sqsh", reference="r@sha256:abc", hold="/cache/locks/abc.use",
+                  open_as=(2900, 995))
+    names.remember(names.find(site, "7", "n1", 2001, "c", "auto"), image)
+    assert names.find(site, "7", "n1", 2001, "c", "auto").image == image
