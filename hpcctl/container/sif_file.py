@@ -21,6 +21,21 @@ def is_sif(path: str) -> bool:
     return path.endswith(".sif")
 
 
+def check_submitted(path: str) -> None:
+    """At submission, as the submitting user: a .sif no node could run is refused before the job is queued (its
+    architecture is left to the nodes, which may differ from the submit host)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return  # the caller reports files it cannot read
+    try:
+        sif.read(fd).partition_for(None)
+    except sif.BadSif as exc:
+        raise sif.BadSif(f"--container-image: {path}: {exc.problem}", exc.fix) from None
+    finally:
+        os.close(fd)
+
+
 def sif_image(path: str, reference: str, who: Identity) -> Image:
     """The Image of the .sif at ``path`` (absolute); BadSif or HpcctlError, one line naming ``reference``."""
     try:

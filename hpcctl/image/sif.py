@@ -165,6 +165,11 @@ class SifFile:
     @property
     def system_partition(self) -> Partition:
         """The primary system partition, checked to be a squashfs this node can run; else BadSif, one line."""
+        return self.partition_for(node_arch())
+
+    def partition_for(self, host: str | None) -> Partition:
+        """The primary system partition, checked to be a squashfs a ``host`` architecture runs (None: any, for a
+        submit host that is not a compute node); else BadSif, one line."""
         primaries = [d for d in self.descriptors if d.partition and d.partition[1] == PART_TYPES[PART_PRIMARY_SYSTEM]]
         if not primaries:
             kinds = ", ".join(d.summary for d in self.descriptors) or "no data objects"
@@ -187,9 +192,8 @@ class SifFile:
         if raw_fstype != FS_SQUASHFS:
             raise BadSif(f"the .sif's system partition is of type {fstype}; hpcctl runs squashfs partitions only",
                          "rebuild the image with `apptainer build`")
-        if arch not in ("unknown", node_arch()):
-            raise BadSif(f"the .sif is built for {arch}, this node is {node_arch()}",
-                         f"use an image built for {node_arch()}")
+        if host is not None and arch not in ("unknown", host):
+            raise BadSif(f"the .sif is built for {arch}, this node is {host}", f"use an image built for {host}")
         if self.primary_magic != SQUASHFS_MAGIC:
             raise BadSif(f"the .sif's system partition at offset {part.offset} does not start with a squashfs "
                          "superblock", "the file is corrupt: copy or rebuild it")

@@ -12,6 +12,7 @@ import sys
 from hpcctl.container import options
 from hpcctl.container.access import problem_of
 from hpcctl.container.policy import check_source
+from hpcctl.container.sif_file import check_submitted, is_sif
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin import images
 from hpcctl.plugin.protocol import serve
@@ -30,6 +31,8 @@ def handle(request: dict, site: SiteConfig) -> dict:
         if problem:
             raise HpcctlError(f"--container-image: {opts.image} {problem}",
                               "pass a squashfs file that exists on the compute nodes and that you can read")
+        if is_sif(opts.image):
+            check_submitted(opts.image)
         return {"pinned": opts.image}
     if request.get("pinned"):
         return {"pinned": request["pinned"]}

@@ -35,7 +35,8 @@ ENV_SCRIPTS = {
 }
 RUNSCRIPT = '#!/bin/sh\necho "runscript ran with: $*" >&2\nexport RUNSCRIPT_RAN=yes\nexec "$@"\n'
 LABELS = {"org.label-schema.name": "sif-test", "maintainer": "hpcctl"}
-REFUSED = "hpcctl: error: --container-image: {path}: {message}"
+REFUSED = "srun: error: --container-image: {path}: {message}"  # refused at submission, before the job is queued
+ON_THE_NODE = "hpcctl: error: --container-image: {path}: {message}"
 
 
 def own(path: Path) -> Path:
@@ -154,6 +155,16 @@ def test_an_ext3_sif_is_refused(sandbox, work):
         "partitions only (convert it once: `apptainer build new.sif old.sif`)"))
 
 
+def test_sbatch_refuses_a_bad_sif_before_the_job_is_queued(sandbox, work):
+    path = own(sif_writer.write(work / "ext3-batch.sif", [sif_writer.partition(
+        (TESTDATA / "input/root.ext3").read_bytes(), sif_writer.FS_EXT3)]))
+    (work / "job.sh").write_text(f"#!/bin/sh\n#SBATCH --container-image={path}\ntrue\n")
+    r = sandbox.run(["sbatch", "--parsable", "job.sh"], user=sandbox.user, cwd=work, check=False)
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.startswith(f"sbatch: error: --container-image: {path}: the .sif's system partition is an ext3 "
+                               "file system"), r.stderr
+
+
 def test_an_encrypted_sif_is_refused(sandbox, work):
     path = own(sif_writer.write(work / "enc.sif", [sif_writer.partition(b"\0" * 4096, sif_writer.FS_ENCRYPTED)]))
     assert refused(sandbox, work, path) == REFUSED.format(path=path, message=(
@@ -178,8 +189,9 @@ def test_a_truncated_sif_is_refused(sandbox, work, app):
 
 
 def test_a_sif_for_another_architecture_is_refused(sandbox, work):
+    """The submit host need not be a compute node: the architecture is checked by each node."""
     path = own(Path(shutil.copy(TESTDATA / "images/one-group.sif", work / "i386.sif")))
-    assert refused(sandbox, work, path) == REFUSED.format(path=path, message=(
+    assert refused(sandbox, work, path) == ON_THE_NODE.format(path=path, message=(
         f"the .sif is built for 386, this node is {sif.node_arch()} (use an image built for {sif.node_arch()})"))
 
 

@@ -55,7 +55,7 @@ def test_a_huge_descriptor_count_is_refused_at_once(sandbox, work, good):
     started = time.monotonic()
     r = srun(sandbox, f"--container-image={path}", NO_MPI, "true", cwd=work)
     assert r.returncode != 0 and time.monotonic() - started < 30
-    assert error_line(r) == (f"hpcctl: error: --container-image: {path}: the .sif's header is corrupt: "
+    assert error_line(r) == (f"srun: error: --container-image: {path}: the .sif's header is corrupt: "
                              f"{1 << 60} descriptors (47 free), at most 1024 are read (copy or rebuild the file)")
 
 
