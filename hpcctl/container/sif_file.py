@@ -8,6 +8,7 @@ opened as the user again, read-only like any squashfs file (hpcctl.image.sif say
 from __future__ import annotations
 
 import os
+import stat
 
 from hpcctl.container.access import Identity
 from hpcctl.container.build import Image
@@ -29,7 +30,8 @@ def check_submitted(path: str) -> None:
     except OSError:
         return  # the caller reports files it cannot read
     try:
-        sif.read(fd).partition_for(None)
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # anything else is the nodes' to refuse, unread
+            sif.read(fd).partition_for(None)
     except sif.BadSif as exc:
         raise sif.BadSif(f"--container-image: {path}: {exc.problem}", exc.fix) from None
     finally:

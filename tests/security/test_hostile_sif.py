@@ -111,3 +111,15 @@ def test_inspect_as_root_shows_the_images_files_not_the_hosts(sandbox, work):
     found = json.loads(r.stdout)
     assert found["labels"] == {} and found["runscript"] == ""
     assert "root:" not in r.stdout
+
+
+def test_a_fifo_named_like_a_sif_blocks_nobody(sandbox, work):
+    """Opened O_NONBLOCK and refused unread: neither the submit check nor the node's root core waits on a writer."""
+    path = work / "fifo.sif"
+    os.mkfifo(path)
+    own(path)
+    started = time.monotonic()
+    r = srun(sandbox, f"--container-image={path}", NO_MPI, "true", cwd=work, timeout=60)
+    assert r.returncode != 0 and time.monotonic() - started < 30
+    assert error_line(r) == (f"hpcctl: error: --container-image: {path}: not a regular file (pass a .sif file that "
+                             "exists on the compute nodes and that you can read)")
