@@ -95,6 +95,11 @@ class Descriptor:
         return struct.unpack_from(f"<{count}i", self.extra)
 
     @property
+    def fstype_code(self) -> int:
+        """A partition's file system type as stored (FS_SQUASHFS ...)."""
+        return self._ints(1)[0]
+
+    @property
     def partition(self) -> tuple[str, str, str] | None:
         """(fstype, parttype, arch) for a partition, else None."""
         if self.data_type != DATA_PARTITION:
@@ -170,7 +175,7 @@ class SifFile:
     def partition_for(self, host: str | None) -> Partition:
         """The primary system partition, checked to be a squashfs a ``host`` architecture runs (None: any, for a
         submit host that is not a compute node); else BadSif, one line."""
-        primaries = [d for d in self.descriptors if d.partition and d.partition[1] == PART_TYPES[PART_PRIMARY_SYSTEM]]
+        primaries = _primaries(self.descriptors)
         if not primaries:
             kinds = ", ".join(d.summary for d in self.descriptors) or "no data objects"
             raise BadSif(f"the .sif has no primary system partition (found: {kinds})",
@@ -181,15 +186,14 @@ class SifFile:
                          "rebuild the image with `apptainer build`")
         part = primaries[0]
         fstype, parttype, arch = part.partition
-        raw_fstype = part._ints(1)[0]
-        if raw_fstype == FS_ENCRYPTED_SQUASHFS:
+        if part.fstype_code == FS_ENCRYPTED_SQUASHFS:
             raise BadSif("the .sif's system partition is an encrypted squashfs, which hpcctl cannot decrypt",
                          "rebuild the image without --encrypt")
-        if raw_fstype == FS_EXT3:
+        if part.fstype_code == FS_EXT3:
             raise BadSif("the .sif's system partition is an ext3 file system (a writable Singularity 2 image); "
                          "hpcctl runs squashfs partitions only",
                          "convert it once: `apptainer build new.sif old.sif`")
-        if raw_fstype != FS_SQUASHFS:
+        if part.fstype_code != FS_SQUASHFS:
             raise BadSif(f"the .sif's system partition is of type {fstype}; hpcctl runs squashfs partitions only",
                          "rebuild the image with `apptainer build`")
         if host is not None and arch not in ("unknown", host):
@@ -198,6 +202,10 @@ class SifFile:
             raise BadSif(f"the .sif's system partition at offset {part.offset} does not start with a squashfs "
                          "superblock", "the file is corrupt: copy or rebuild it")
         return Partition(part.id, part.offset, part.size, "squashfs", parttype, arch)
+
+
+def _primaries(descriptors) -> list[Descriptor]:
+    return [d for d in descriptors if d.partition and d.partition[1] == PART_TYPES[PART_PRIMARY_SYSTEM]]
 
 
 def _pread(fd: int, size: int, offset: int, what: str) -> bytes:
@@ -231,7 +239,7 @@ def read(fd: int) -> SifFile:
     if total - len(descriptors) != free:
         raise BadSif(f"the .sif's header is corrupt: it counts {free} free descriptors, the table has "
                      f"{total - len(descriptors)}", "copy or rebuild the file")
-    primary = [d for d in descriptors if d.partition and d.partition[1] == PART_TYPES[PART_PRIMARY_SYSTEM]]
+    primary = _primaries(descriptors)
     magic_at = os.pread(fd, 4, primary[0].offset) if len(primary) == 1 and primary[0].size >= 4 else b""
     return SifFile(_text(launch), _text(version), ARCHES.get(_text(arch), "unknown"),
                    None if not any(ident) else str(uuid.UUID(bytes=ident)), created, modified, free, total,
