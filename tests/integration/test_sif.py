@@ -132,6 +132,18 @@ def test_hpcctl_run_runs_the_runscript_without_a_command(sandbox, work, app):
     assert r.returncode == 0 and r.stdout == "01,10,2,90,99\n", r.stderr
 
 
+def test_site_explain_and_hpcctl_run_give_a_sif_the_same_plan(sandbox, work, app):
+    def doc(*args: str) -> dict:
+        return json.loads(sandbox.run(hpcctl_cmd(*args), env={"SUDO_USER": sandbox.user}, cwd=work).stdout)
+
+    explained = doc("site", "explain", "--json", "--node", "n1", "--mpi", "none", "--image", str(app))
+    planned = doc("run", "--plan-only", "--json", "--node", "n1", "--mpi", "none", str(app), "--", "true")
+    assert explained["plan"] == planned["plan"]
+    plan = planned["plan"]
+    assert (plan["image"], plan["image_user_file"], plan["image_offset"]) == (str(app), True, 32768)
+    assert plan["image_size"] == app.stat().st_size - 32768 and plan["entrypoint"][:2] == ["/bin/sh", "-c"]
+
+
 def test_image_inspect_shows_the_sifs_metadata_as_the_user(sandbox, work, app):
     r = sandbox.run(hpcctl_cmd("image", "inspect", "--json", str(app)), user=sandbox.user, cwd=work)
     found = json.loads(r.stdout)
