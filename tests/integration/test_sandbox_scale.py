@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import yaml
 
 from hpcctl.sandbox import cold_image, registry
 from hpcctl.sandbox import layout as L
+from hpcctl.sandbox.up import REPO_SITE
 from tests.integration.plugin_helpers import srun
 
 NODE_CACHES = Path("/var/lib/hpcctl/nodes")
@@ -87,18 +89,30 @@ def test_image_commands_take_the_node_whose_cache_they_mean(sandbox):
 @pytest.fixture(scope="module")
 def mirror_site(tmp_path_factory) -> Path:
     """The sandbox's site config with its pull-through mirror in front of its registry."""
-    site = yaml.safe_load(L.SITE_FILE.read_text())
+    site = yaml.safe_load(REPO_SITE.read_text())
     site["registries"]["mirrors"] = {L.REGISTRY: [L.MIRROR]}
     path = tmp_path_factory.mktemp("mirror") / "site.yaml"
     path.write_text(yaml.safe_dump(site))
     return path
 
 
+def mirror_holds(blobs: tuple[str, ...], timeout: float = 20) -> bool:
+    """Whether the mirror has stored every blob (it stores a blob it fetched after streaming it to the client)."""
+    storage = L.STATE_DIR / "registry-mirror" / "docker/registry/v2/blobs/sha256"
+    deadline = time.monotonic() + timeout
+    while not all((storage / b[7:9] / b[7:] / "data").exists() for b in blobs):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_behind_the_mirror_more_nodes_cost_the_upstream_registry_nothing(sandbox, mirror_site):
     image = cold_image.push("hpcctl-test/scale-mirror", 1 << 20)
     upstream, mirror = registry.log_offset("registry"), registry.log_offset("registry-mirror")
-    for node in ("n1", "n2"):
-        hpcctl("--site", str(mirror_site), "image", "pull", "--json", "--node", node, image.reference)
+    hpcctl("--site", str(mirror_site), "image", "pull", "--json", "--node", "n1", image.reference)
+    assert mirror_holds(image.blobs)
+    hpcctl("--site", str(mirror_site), "image", "pull", "--json", "--node", "n2", image.reference)
     assert cached_on(image) == ["n1", "n2"]
     assert registry.blob_traffic("registry-mirror", mirror, "hpcctl-test/scale-mirror").gets == {
         blob: 2 for blob in image.blobs}  # the mirror served both nodes
