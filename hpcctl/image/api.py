@@ -116,16 +116,18 @@ def ensure(ref: str, site: SiteConfig, *, uid: int | None = None, gid: int | Non
 
     target = stores[-1]
 
-    def build() -> Entry:
+    def build(into: ImageCache = target) -> Entry:
+        """Pull and convert with ``into``'s layer store and tmp, publishing through ``into`` (the node cache; with a
+        shared store in mount mode, a stand-in that publishes there)."""
         from hpcctl.image import pull
         reference = str(ImageRef(parsed.registry, parsed.repository, parsed.tag, digest)) if parsed.digest \
             else parsed.canonical
         extra_meta = {"pulled_by_uid": uid if uid is not None else os.geteuid()}
         if parsed.oras:
             from hpcctl.image import oras
-            return oras.build(target, registry, registry.manifest(digest), f"oras://{reference}",
+            return oras.build(into, registry, registry.manifest(digest), f"oras://{reference}",
                               site.cache.low_watermark, Progress(progress), extra_meta)
-        return pull.build(target, registry, registry.manifest(digest), reference, site.cache.compression,
+        return pull.build(into, registry, registry.manifest(digest), reference, site.cache.compression,
                           site.cache.low_watermark, Progress(progress), extra_meta)
 
     shared = shared_store(site, node) if os.geteuid() == 0 else None

@@ -117,6 +117,10 @@ class SharedStore:
                 directory.mkdir(mode=mode)
 
     def _lookup(self, digest: str) -> dict | None:
+        """The entry, if published. The directory is opened first: an NFS client then revalidates it (close-to-open)
+        and forgets a cached "no such file" for a name published since."""
+        with contextlib.suppress(FileNotFoundError):
+            os.close(os.open(self.images, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         entry = ImageCache(self.root).lookup(digest)
         return _entry_dict(entry) if entry else None
 
@@ -259,8 +263,9 @@ class SharedStore:
                 child.finish()
                 as_owner.raise_reply(message, "waiting for the image's conversion")
 
-    def publish(self, digest: str, local: Entry, meta: dict) -> Entry:
-        src = os.open(local.sqsh, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    def publish(self, digest: str, squashfs: Path, meta: dict) -> Entry:
+        """Publish the finished squashfs at ``squashfs`` (root's, on this node) in the store; its entry there."""
+        src = os.open(squashfs, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             return _entry(self.as_owner(lambda: self._publish(digest, src, meta), "publishing the image"))
         finally:
@@ -275,8 +280,7 @@ class SharedStore:
                 found = _entry(self.as_owner(lambda: self._copy_out(digest, dst), "copying the image"))
             finally:
                 os.close(dst)
-            meta = {k: v for k, v in found.meta.items() if k not in ("version", "digest", "size", "created")}
-            return node_cache.publish(digest, partial, {**meta, "shared_store": str(self.root)})
+            return node_cache.publish(digest, partial, {**_meta(found), "shared_store": str(self.root)})
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
@@ -295,10 +299,39 @@ class SharedStore:
         return [_entry(raw) for raw in self.as_owner(scan, "listing the shared store")]
 
 
-def provide(store: SharedStore, node_cache: ImageCache, digest: str, reference: str, build: Callable[[], Entry],
-            authorize: Callable[[Entry], None], progress: Progress, job: str | None = None) -> CachedImage:
-    """The image through the shared store: converted here when no node has it yet (``build`` makes it in the node
-    cache), else waited for; ``authorize`` checks an entry another node made against this user's credentials."""
+class _ToStore(ImageCache):
+    """The node cache's layer store and tmp for a conversion whose squashfs goes straight to the shared store (mount
+    mode): the node cache never holds a copy, so no step on this node can pick up one that is about to go."""
+
+    def __init__(self, node_cache: ImageCache, store: SharedStore):
+        super().__init__(node_cache.root)
+        self.store = store
+
+    def publish(self, digest: str, partial: Path, meta: dict) -> Entry:
+        return self.store.publish(digest, partial, meta)
+
+
+def _meta(entry: Entry) -> dict:
+    """An entry's metadata less what publication sets again."""
+    return {k: v for k, v in entry.meta.items() if k not in ("version", "digest", "size", "created")}
+
+
+def _convert(store: SharedStore, node_cache: ImageCache, digest: str, build: Callable[[ImageCache], Entry]) -> Entry:
+    """Convert the image into the store (call holding its lock): through the node cache in copy mode (which keeps
+    its copy), straight from the node's tmp in mount mode; the entry the node then uses."""
+    into = node_cache if store.mode == "copy" else _ToStore(node_cache, store)
+    made, built = node_cache.single_flight(digest, lambda: build(into))
+    if store.mode == "copy" or not built:  # a node cache entry: publish a copy of it
+        store.publish(digest, made.sqsh, _meta(made))
+    return made
+
+
+def provide(store: SharedStore, node_cache: ImageCache, digest: str, reference: str,
+            build: Callable[[ImageCache], Entry], authorize: Callable[[Entry], None], progress: Progress,
+            job: str | None = None) -> CachedImage:
+    """The image through the shared store: converted here when no node has it yet (``build(into)`` pulls and converts
+    with the node's layer store, publishing through ``into``), else waited for; ``authorize`` checks an entry another
+    node made against this user's credentials."""
     for _ in range(3):
         entry = store.use(digest, job if store.mode == "mount" else None)
         converted = False
@@ -306,18 +339,14 @@ def provide(store: SharedStore, node_cache: ImageCache, digest: str, reference: 
             child, entry = store.claim(digest, reference, progress)
             if entry is None:
                 try:
-                    local, _ = node_cache.single_flight(digest, build)
-                    meta = {k: v for k, v in local.meta.items() if k not in ("version", "digest", "size", "created")}
-                    store.publish(digest, local, meta)
+                    made = _convert(store, node_cache, digest, build)
                 finally:
                     child.finish()
-                converted = True
-                if store.mode == "mount":
-                    _drop_local(node_cache, local)
-                    entry = store.use(digest, job)
-                else:
+                if store.mode == "copy":
                     node_cache.touch(digest)
-                    return node_cache.as_image(local)
+                    return node_cache.as_image(made)
+                converted = True
+                entry = store.use(digest, job)
         if entry is None:
             continue  # removed by gc between its publication and our use record: once more
         if not converted:
@@ -331,14 +360,6 @@ def provide(store: SharedStore, node_cache: ImageCache, digest: str, reference: 
         return node_cache.as_image(local)
     raise HpcctlError(f"image {reference} keeps disappearing from the shared store {store.root}",
                       "a gc runs there in a loop: stop it, then run the job again")
-
-
-def _drop_local(node_cache: ImageCache, local: Entry) -> None:
-    """mount mode: the node's copy made while converting goes; every node uses the shared file."""
-    from hpcctl.image import gc
-    with contextlib.suppress(HpcctlError):
-        gc.remove(node_cache, local)
-
 
 
 def _probe(store: SharedStore) -> dict:

@@ -31,10 +31,16 @@ class Seen:
 
 
 def look(path: str) -> Seen | None:
+    """The lock as it is now: opened, not just stat'ed, because an open makes an NFS client fetch fresh attributes
+    (close-to-open), where a stat may answer from its attribute cache for up to a minute (acregmax)."""
     try:
-        st = os.stat(path, follow_symlinks=False)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
     return Seen(st.st_ino, st.st_mtime_ns)
 
 

@@ -44,6 +44,13 @@ def push_cold(registry: str, repo: str, payload_mb: int = 1, username: str | Non
         shutil.rmtree(work, ignore_errors=True)
 
 
+def point_plugin_at(site: Path) -> None:
+    """plugstack.conf's site= for the jobs started from now on. Other tests (and `sandbox up`) rewrite that file
+    too: call it right before each job."""
+    words = PLUGSTACK.read_text().split()
+    PLUGSTACK.write_text(" ".join(f"site={site}" if word.startswith("site=") else word for word in words) + "\n")
+
+
 def shared_entries() -> list[dict]:
     """The store's metadata files, read as root."""
     return [json.loads(p.read_text()) for p in sorted((L.SHARED_STORE / "images").glob("*.json"))]

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from shared_store_helpers import push_cold
+from shared_store_helpers import point_plugin_at, push_cold, shared_entry
+
+from hpcctl.sandbox import layout as L
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +37,27 @@ def test_every_allocated_node_fetches_the_pinned_image_before_any_step_asks(sand
         assert pulled["pulled_by_uid"] == 2001  # with the job user's credentials, not root's
     finally:
         sandbox.run(["scancel", job], check=False)
+
+
+def test_a_first_step_racing_the_prefetch_through_the_shared_store_joins_it(sandbox):
+    """mount mode: the prolog's prefetch and the batch script's first srun ask for the cold image at once on both
+    nodes; every task gets it, converted once (regression: a step took the converting node's own copy, which went
+    away once the store had it)."""
+    from hpcctl.sandbox import up, users
+    users.ensure_store_account()
+    up._shared_site_config()
+    try:
+        for _ in range(2):
+            ref, _ = push_cold(sandbox.registry, "hpcctl/prefetch-cold", payload_mb=16)
+            work = sandbox.workdir()
+            point_plugin_at(L.SHARED_SITE_FILE)
+            job = sandbox.run(["sbatch", "--parsable", "-N", "2", "-w", "n1,n2", "-o", str(work / "out"),
+                               "--wrap", f"srun -N2 --container-mpi=none --container-image={ref} cat /payload/tag"],
+                              user=sandbox.user, cwd=work).stdout.strip().split(";")[0]
+            assert sandbox.wait(job, timeout=300)[0] == "COMPLETED", (work / "out").read_text()
+            assert (work / "out").read_text().split() == [ref.rsplit(":", 1)[1]] * 2
+            digest = json.loads(subprocess.run([sys.executable, "-m", "hpcctl", "image", "resolve", "--json", ref],
+                                               capture_output=True, text=True, check=True).stdout)["digest"]
+            assert shared_entry(digest) is not None
+    finally:
+        point_plugin_at(L.SITE_FILE)

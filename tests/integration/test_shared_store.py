@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from shared_store_helpers import PLUGSTACK, hpcctl, push_cold, shared_entry
+from shared_store_helpers import hpcctl, point_plugin_at, push_cold, shared_entry
 
 from hpcctl.sandbox import layout as L
 from hpcctl.sandbox import registry as sandbox_registry
@@ -24,10 +24,6 @@ COLD_REPO = "hpcctl/shared-cold"
 SRUN = ("srun", "--container-mpi=none", "--container-workdir=/")
 
 
-def _plugstack(site: Path) -> str:
-    return " ".join(f"site={site}" if word.startswith("site=") else word for word in PLUGSTACK.read_text().split())
-
-
 @pytest.fixture
 def shared(sandbox):
     """The plugin reads the shared-store site config for this test (_srun switches plugstack.conf's site= again
@@ -36,7 +32,7 @@ def shared(sandbox):
     users.ensure_store_account()
     up._shared_site_config()
     yield sandbox
-    PLUGSTACK.write_text(_plugstack(L.SITE_FILE) + "\n")
+    point_plugin_at(L.SITE_FILE)
 
 
 def _digest(ref: str) -> str:
@@ -48,7 +44,7 @@ def _node_has(node: str, digest: str) -> bool:
 
 
 def _srun(sandbox, *args: str, timeout: float = 300):
-    PLUGSTACK.write_text(_plugstack(L.SHARED_SITE_FILE) + "\n")
+    point_plugin_at(L.SHARED_SITE_FILE)
     return sandbox.run([*SRUN, *args], user=sandbox.user, check=False, timeout=timeout, cwd=sandbox.workdir())
 
 
@@ -171,7 +167,7 @@ def test_gc_keeps_an_image_a_running_job_uses_and_removes_it_after(shared):
     ref, _ = push_cold(shared.registry, COLD_REPO)
     digest = _digest(ref)
     key = digest.split(":", 1)[1]
-    PLUGSTACK.write_text(_plugstack(L.SHARED_SITE_FILE) + "\n")
+    point_plugin_at(L.SHARED_SITE_FILE)
     job = shared.run(["sbatch", "--parsable", "-w", "n1", "--wrap",
                       f"srun --container-mpi=none --container-image={ref} sleep 20"],
                      user=shared.user, cwd=shared.workdir()).stdout.strip().split(";")[0]
