@@ -291,3 +291,16 @@ def test_a_sixteen_node_job_with_a_cold_image_converts_it_once(shared, sixteen_n
     assert served.gets[layer] == 1 and set(served.gets.values()) == {1}, served
     assert not any(_node_has(f"n{i}", digest) for i in range(1, 17))
     assert len(list((L.SHARED_STORE / "uses" / digest.split(":", 1)[1]).iterdir())) == 16
+
+
+def test_image_rm_removes_a_store_image_as_root_only(shared):
+    ref, _ = push_cold(shared.registry, COLD_REPO)
+    digest = json.loads(hpcctl("image", "pull", "--json", "--node", "n1", ref).stdout)["digest"]
+    listed = json.loads(hpcctl("image", "ls", "--json").stdout)
+    assert [row["tier"] for row in listed if row["digest"] == digest] == ["shared"]
+    as_user = shared.run([sys.executable, "-m", "hpcctl", "--site", str(L.SHARED_SITE_FILE), "image", "rm",
+                          "--node", "n1", digest], user=shared.user, check=False)
+    assert as_user.returncode != 0 and "only root can remove images from the shared store" in as_user.stderr
+    removed = json.loads(hpcctl("image", "rm", "--json", "--node", "n1", digest).stdout)
+    assert [(item["digest"], item["tier"]) for item in removed] == [(digest, "shared")]
+    assert shared_entry(digest) is None
