@@ -86,6 +86,9 @@ def parse_image(value: str, cwd: str) -> str:
         raise HpcctlError("--container-image is empty", "name an image such as ubuntu:22.04 or a .sqsh file")
     if is_file_reference(image):
         return _absolute(image, cwd)
+    if image.endswith((".sif", ".sqsh")) and not any(c in image for c in ":@#"):  # `singularity exec img.sif`
+        raise HpcctlError(f"--container-image: '{value}' would be read as a registry image, not as the file",
+                          f"name the file with a path starting with / or ./, e.g. ./{image}")
     if not _REFERENCE.fullmatch(image):
         hint = (" (in #SBATCH lines write \\# for #)" if image.endswith("#") or "#" not in image and " " in image
                 else "")

@@ -112,7 +112,7 @@ def test_salloc_then_srun_runs_the_sif(sandbox, work, app):
     assert r.stdout.strip().splitlines()[-1] == "01,10,2,90,99"
 
 
-def test_a_job_spec_names_a_sif_relative_to_its_directory(sandbox, work, app):
+def test_a_job_spec_runs_a_sif_named_by_a_relative_path(sandbox, work, app):
     (work / "job.yaml").write_text("name: sif-spec\nimage: ./app.sif\n"
                                    'command: echo "spec $ORDER $(cat /.singularity.d/runscript | wc -l)"\n')
     own(work / "job.yaml")

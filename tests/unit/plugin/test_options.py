@@ -12,11 +12,15 @@ def test_pyxis_image_forms():
     assert options.parse({"image": "docker://ubuntu:22.04"}).image == "ubuntu:22.04"
     assert options.parse({"image": "./img.sqsh"}, "/home/u").image == "/home/u/img.sqsh"
     assert options.parse({"image": "/data/img.sqsh"}).image_is_file
+    assert options.parse({"image": "./img.sif"}, "/home/u").image == "/home/u/img.sif"
 
 
 @pytest.mark.parametrize("raw, message", [
     ({"image": "Not An Image"}, "--container-image: 'Not An Image' is not an image reference"),
     ({"image": ""}, "--container-image is empty"),
+    ({"image": "app.sif"}, "--container-image: 'app.sif' would be read as a registry image, not as the file (name "
+                           "the file with a path starting with / or ./, e.g. ./app.sif)"),
+    ({"image": "images/app.sqsh"}, "e.g. ./images/app.sqsh"),
     ({"image": "x", "mounts": "/a:rel"}, "destination 'rel' in '/a:rel' is not absolute"),
     ({"image": "x", "mounts": "/a:/b:bogus"}, "unknown flag 'bogus'"),
     ({"image": "x", "mounts": "/a:/b:ro+rw"}, "is both ro and rw"),
