@@ -159,7 +159,7 @@ def build_plan(site: SiteConfig, image: Image, options: ContainerOptions, step: 
     entrypoint = list((image.config or {}).get("Entrypoint") or []) if entrypoint_on else []
     if image.sif:  # the image's environment scripts always apply; its runscript with --container-entrypoint
         entrypoint = singularity.entrypoint([op for op in env if op.why != LOCALE_WHY],
-                                            runscript=options.entrypoint is True)
+                                            runscript=options.entrypoint is True, keep=options.env)
     writable = site.plugin.writable if options.writable is None else options.writable
     return MountPlan(image=image.path, image_user_file=image.user_file, image_offset=image.offset,
                      image_size=image.size, image_open_as=image.open_as, owner_idmap=step.who.uid != 0,

@@ -37,17 +37,23 @@ def _statement(op: EnvOp) -> str | None:
     return f"export {op.name}={value}"
 
 
-def entrypoint(after: Iterable[EnvOp], runscript: bool) -> list[str]:
+def _present(patterns: Iterable[str]) -> str:
+    """Shell words: the names of the variables set now that match ``patterns`` (globs), valid names only."""
+    return (f"$(env 2>/dev/null | while IFS='=' read -r n _; do case \"$n\" in *[!A-Za-z0-9_]*) ;; "
+            f"{'|'.join(patterns)}) echo \"$n\";; esac; done)")
+
+
+def entrypoint(after: Iterable[EnvOp], runscript: bool, keep: Iterable[str] = ()) -> list[str]:
     """The shell that sets Apptainer's default PATH, sources the image's environment scripts, puts Slurm's
-    variables back as they were before them, re-applies ``after`` (the site's and injections' operations), then
-    runs its arguments (``runscript``: through the image's runscript, as ``apptainer run`` does)."""
-    names = (f"$(env 2>/dev/null | while IFS='=' read -r n _; do case \"$n\" in *[!A-Za-z0-9_]*) ;; "
-             f"{'|'.join(PROTECTED_PATTERNS)}) echo \"$n\";; esac; done)")
-    lines = [f"hpcctl_kept={names}",
+    variables and the ``keep`` names (--container-env) back as they were before them, re-applies ``after`` (the
+    site's and injections' operations), then runs its arguments (``runscript``: through the image's runscript, as
+    ``apptainer run`` does). A ``keep`` name that was not set keeps what the scripts give it."""
+    kept = [*PROTECTED_PATTERNS, *(n for n in keep if _NAME.fullmatch(n))]
+    lines = [f"hpcctl_kept={_present(kept)}",
              'for n in $hpcctl_kept; do eval "hpcctl_saved_$n=\\${$n}"; done',
              f"export PATH={DEFAULT_PATH}",
              f'for script in {ENV_DIR}/*.sh; do if [ -f "$script" ]; then . "$script"; fi; done',
-             f'for n in {names}; do unset "$n"; done',
+             f'for n in {_present(PROTECTED_PATTERNS)}; do unset "$n"; done',
              'for n in $hpcctl_kept; do eval "export $n=\\"\\${hpcctl_saved_$n}\\""; unset "hpcctl_saved_$n"; done',
              "unset script n hpcctl_kept",
              *filter(None, map(_statement, after)),

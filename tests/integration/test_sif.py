@@ -127,9 +127,10 @@ def test_hpcctl_run_runs_the_runscript_without_a_command(sandbox, work, app):
                        text=True, cwd=work, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "runscript ran with: \n" in r.stderr
-    r = subprocess.run(hpcctl_cmd("run", "--user", "hpcuser", "--mpi", "none", str(app), "sh", "-c",
-                                  "echo $ORDER $RUNSCRIPT_RAN"), capture_output=True, text=True, cwd=work, timeout=120)
-    assert r.returncode == 0 and r.stdout == "01,10,2,90,99\n", r.stderr
+    r = subprocess.run(hpcctl_cmd("run", "--user", "hpcuser", "--mpi", "none", "--env", "TOUCHED", str(app), "sh",
+                                  "-c", "echo $ORDER $RUNSCRIPT_RAN $TOUCHED"), capture_output=True, text=True,
+                       cwd=work, timeout=120, env={**os.environ, "TOUCHED": "host"})
+    assert r.returncode == 0 and r.stdout == "01,10,2,90,99 host\n", r.stderr  # --env wins, as --container-env
 
 
 def test_site_explain_and_hpcctl_run_give_a_sif_the_same_plan(sandbox, work, app):

@@ -52,3 +52,13 @@ def test_slurms_variables_come_out_as_they_went_in():
         "42", "0,1", "yes", "hash")
     assert "SLURM_NEW" not in env and not any(name.startswith("hpcctl_") for name in env)
     assert env["PATH"] == singularity.DEFAULT_PATH  # Apptainer's default, not the host's
+
+
+def test_container_env_names_keep_the_users_values_over_the_scripts():
+    """As the plugin's entrypoint machinery does for srun, so `hpcctl run` (which execs through this shell) agrees:
+    a --container-env name the user set keeps its value; one the user did not set takes the scripts'."""
+    shell = singularity.entrypoint([], runscript=False, keep=["MINE", "UNSET_BY_ME", "not a name"])[2]
+    scripts = f'for script in {singularity.ENV_DIR}/*.sh; do if [ -f "$script" ]; then . "$script"; fi; done'
+    shell = shell.replace(scripts, "export MINE=image UNSET_BY_ME=image OTHER=image").replace('exec "$@"', "")
+    env = run(shell, {"PATH": "/usr/bin:/bin", "MINE": "mine", "OTHER": "host"})
+    assert (env["MINE"], env["UNSET_BY_ME"], env["OTHER"]) == ("mine", "image", "image")
