@@ -289,8 +289,9 @@ class SharedStore:
         """A step's image straight from the store, opened with the owner's rights; ``hold``: the node cache's use
         lock of the image, which the step holds (the node's record of its use)."""
         return CachedImage(path=str(entry.sqsh), digest=entry.digest, reference=entry.meta["reference"],
-                           size=entry.size, config=ImageConfig.from_dict(entry.meta.get("config")), lock_path=hold,
-                           open_as=(self.owner.uid, self.owner.gid))
+                           size=entry.meta.get("sif_size", entry.size),
+                           config=ImageConfig.from_dict(entry.meta.get("config")), lock_path=hold,
+                           open_as=(self.owner.uid, self.owner.gid), offset=entry.meta.get("sif_offset", 0))
 
     def entries(self) -> list[Entry]:
         """Every entry this process may see: all of them as root (read by the owner), public ones for a user."""

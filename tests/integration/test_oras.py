@@ -20,6 +20,7 @@ from hpcctl.sandbox.sif_writer import singularity_sif
 from hpcctl.sandbox.test_images import busybox_tree
 from tests.conftest import hpcctl_cmd
 from tests.integration.plugin_helpers import NO_MPI, srun
+from tests.integration.shared_store_helpers import point_plugin_at
 
 pytestmark = pytest.mark.integration
 
@@ -186,3 +187,19 @@ def test_push_refuses_what_is_not_a_sif_in_one_line_before_sending_anything(sand
         assert line.startswith(f"hpcctl: error: {path}") and says in line, line
     r = hpcctl("image", "push", str(text), f"{sandbox.registry}/hpcctl-test/never:v1")
     assert r.returncode != 0 and "is not an oras:// reference" in r.stderr
+
+
+def test_an_oras_sif_runs_from_the_shared_image_store(sandbox, tmp_path):
+    """With cache.shared (issue 14) the .sif is kept once for the cluster and still mounted at its partition."""
+    from hpcctl.sandbox import up, users
+    users.ensure_store_account()
+    up._shared_site_config()
+    ref, _ = push(sandbox, tmp_path, "hpcctl-test/oras-shared")
+    try:
+        point_plugin_at(L.SHARED_SITE_FILE)
+        r = srun(sandbox, "-N2", "-n2", f"--container-image={ref}", NO_MPI, "sh", "-c", 'echo "$ORAS_MARKER|$ORDER"',
+                 cwd=sandbox.workdir(), timeout=180)
+    finally:
+        point_plugin_at(L.SITE_FILE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"{ref.rsplit(':', 1)[1]}|first then second"] * 2
