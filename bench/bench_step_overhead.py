@@ -6,7 +6,8 @@
 In one allocation of 2 nodes / 4 tasks on the sandbox, as its unprivileged user, srun run as in a job script
 (SLURM_JOB_ID set), alternating each round: `srun -N2 -n4 true`, `srun -N2 -n4 --container-image=IMG true` (a later
 step of the job: the tag was pinned by its first srun), and the same as the job's first srun (its pin removed, so the
-tag is resolved at the registry again). Prints the medians, the median extra time per step (target: under 150 ms) and
+tag is resolved at the registry again). Prints the medians, the median extra time per step (target: at most 60 ms;
+the job's first srun: at most 200 ms) and
 the ratio. Then the time from `sbatch --container-image` to the job's first line of output for an image that is not
 cached yet (a fresh tag with its own config, so the node converts it anew).
 Needs root and a running sandbox (`hpcctl sandbox up`).
@@ -30,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 USER = "hpcuser"
-TARGET_MS = 150.0
+TARGET_MS = 60.0  # a warm step: the shim reuses the kept reply, no Python runs (issue 16)
+FIRST_TARGET_MS = 200.0  # the job's first srun: the tag is resolved on the submit side
 
 
 def as_user(argv: list[str], **kw) -> subprocess.CompletedProcess:
@@ -68,30 +70,57 @@ def step_overhead(image: str, repeat: int) -> dict:
     mp, mc, mf = statistics.median(plain), statistics.median(container), statistics.median(first)
     return {"image": image, "repeat": repeat, "plain_median_s": mp, "container_median_s": mc,
             "extra_ms": (mc - mp) * 1000, "ratio": mc / mp, "first_step_median_s": mf,
-            "first_step_extra_ms": (mf - mp) * 1000, "target_ms": TARGET_MS}
+            "first_step_extra_ms": (mf - mp) * 1000, "target_ms": TARGET_MS,
+            "first_target_ms": FIRST_TARGET_MS}
+
+
+def cold_pull(reference: str, node: str) -> float:
+    """`hpcctl image pull` of ``reference`` into an empty cache on ``node`` (the node's site config with its own
+    cache root), in seconds."""
+    import yaml
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    site = yaml.safe_load(Path("/etc/hpcctl/site.yaml").read_text())
+    site["cache"] = {**site["cache"], "root": str(scratch / "%n")}
+    site["cache"].pop("shared", None)
+    (scratch / "site.yaml").write_text(yaml.safe_dump(site))
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "hpcctl", "--site", str(scratch / "site.yaml"), "image", "pull", "--json",
+                    "--node", node, reference], capture_output=True, check=True)
+    elapsed = time.perf_counter() - start
+    subprocess.run(["rm", "-rf", str(scratch)], check=True)
+    return elapsed
 
 
 def cold_first_line(registry: str) -> dict:
+    """sbatch of an image no node has, to the job's first line of output; then the cold pull of that same image by
+    `hpcctl image pull` on the node that ran it (removed from its cache first): the difference is what the plugin
+    adds to the pull."""
     from tests.integration.plugin_helpers import push_busybox_variant
 
     repo = f"hpcctl/bench-cold-{uuid.uuid4().hex[:8]}"
+    reference = f"{registry}/{repo}:latest"
     push_busybox_variant(registry, repo, "latest", [f"BENCH_RUN={repo}"])
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=f"/home/{USER}"))
     subprocess.run(["chown", USER, str(work)], check=True)
     script = work / "job.sh"
-    script.write_text("#!/bin/sh\necho first line\n")
+    script.write_text("#!/bin/sh\necho first line\necho node=$SLURMD_NODENAME\n")
     out = work / "out.txt"
     start = time.perf_counter()
-    r = as_user(["sbatch", "--parsable", f"--output={out}", f"--container-image={registry}/{repo}:latest",
-                 str(script)], cwd=str(work))
+    r = as_user(["sbatch", "--parsable", f"--output={out}", f"--container-image={reference}", str(script)],
+                cwd=str(work))
     if r.returncode:
         sys.exit(f"bench: sbatch failed: {r.stderr.strip()}")
     deadline = start + 300
     while time.perf_counter() < deadline and not (out.exists() and out.read_text().strip()):
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
-    return {"image": f"{registry}/{repo}:latest", "sbatch_to_first_line_s": elapsed,
-            "output": out.read_text().strip() if out.exists() else ""}
+    while time.perf_counter() < deadline and "node=" not in out.read_text():
+        time.sleep(0.1)
+    node = out.read_text().split("node=", 1)[-1].split()[0]
+    pull = cold_pull(reference, node)
+    return {"image": reference, "sbatch_to_first_line_s": elapsed, "cold_pull_s": pull, "node": node,
+            "plugin_adds_s": elapsed - pull, "output": out.read_text().strip()}
 
 
 def main() -> int:
@@ -108,14 +137,18 @@ def main() -> int:
     print(f"srun -N2 -n4 true: median {s['plain_median_s'] * 1000:.0f} ms; with --container-image={args.image}: "
           f"median {s['container_median_s'] * 1000:.0f} ms; as the job's first srun: "
           f"median {s['first_step_median_s'] * 1000:.0f} ms ({args.repeat} rounds)")
-    verdict = "meets" if s["extra_ms"] < TARGET_MS else "MISSES"
+    verdict = "meets" if s["extra_ms"] <= TARGET_MS else "MISSES"
     print(f"extra time per step: {s['extra_ms']:.0f} ms (ratio {s['ratio']:.2f}); {verdict} the "
           f"{TARGET_MS:.0f} ms target")
+    first = "meets" if s["first_step_extra_ms"] <= FIRST_TARGET_MS else "MISSES"
     print(f"extra time of the job's first srun of the image (tag resolved at the registry): "
-          f"{s['first_step_extra_ms']:.0f} ms")
+          f"{s['first_step_extra_ms']:.0f} ms; {first} the {FIRST_TARGET_MS:.0f} ms target")
     if not args.skip_cold:
         result["cold"] = cold_first_line(args.image.split("/")[0])
-        print(f"sbatch to first line of output, image not cached: {result['cold']['sbatch_to_first_line_s']:.2f} s")
+        cold = result["cold"]
+        print(f"sbatch to first line of output, image not cached: {cold['sbatch_to_first_line_s']:.2f} s; "
+              f"hpcctl image pull of the same image on {cold['node']}: {cold['cold_pull_s']:.2f} s "
+              f"(the plugin and Slurm add {cold['plugin_adds_s']:.2f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0
