@@ -12,7 +12,6 @@ import sys
 from hpcctl.container import options
 from hpcctl.container.access import problem_of
 from hpcctl.container.policy import check_source
-from hpcctl.container.sif_file import check_submitted, is_sif
 from hpcctl.errors import HpcctlError
 from hpcctl.plugin import images
 from hpcctl.plugin.protocol import serve
@@ -27,6 +26,8 @@ def handle(request: dict, site: SiteConfig) -> dict:
     if not opts.image:
         return {"pinned": None}
     if opts.image_is_file:
+        from hpcctl.container.sif_file import check_submitted, is_sif  # the builder's imports: files only
+
         problem = problem_of(opts.image) or ("is a directory" if os.path.isdir(opts.image) else "")
         if problem:
             raise HpcctlError(f"--container-image: {opts.image} {problem}",
