@@ -199,6 +199,6 @@ def inspect_cached(image, meta: dict, who: Identity, scratch: str) -> Inspection
                        meta.get("architecture") or inside["arch"], env=list(config.env),
                        entrypoint=list(config.entrypoint) if config.entrypoint is not None else None,
                        cmd=list(config.cmd) if config.cmd is not None else None,
-                       labels=(meta.get("config") or {}).get("Labels") or inside["labels"], sif=facts)
+                       labels=dict(config.labels) or inside["labels"], sif=facts)
     found.runscript, found.env_scripts = inside["runscript"], inside["env_scripts"]
     return found

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from hpcctl.image import locks
 from hpcctl.image.errors import NoSpace
@@ -45,6 +45,7 @@ class ImageConfig:
     cmd: tuple[str, ...] | None = None
     working_dir: str = ""
     user: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)  # shown by `hpcctl image inspect`
 
     @classmethod
     def from_dict(cls, raw: dict | None) -> "ImageConfig":
@@ -52,13 +53,15 @@ class ImageConfig:
         def seq(key):
             value = raw.get(key)
             return tuple(value) if isinstance(value, list) else None
+        labels = raw.get("Labels") if isinstance(raw.get("Labels"), dict) else {}
         return cls(env=tuple(raw.get("Env") or ()), entrypoint=seq("Entrypoint"), cmd=seq("Cmd"),
-                   working_dir=raw.get("WorkingDir") or "", user=raw.get("User") or "")
+                   working_dir=raw.get("WorkingDir") or "", user=raw.get("User") or "",
+                   labels={str(k): str(v) for k, v in labels.items()})
 
     def to_dict(self) -> dict:
         return {"Env": list(self.env), "Entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
                 "Cmd": list(self.cmd) if self.cmd is not None else None, "WorkingDir": self.working_dir,
-                "User": self.user}
+                "User": self.user, "Labels": dict(self.labels)}
 
 
 @dataclass(frozen=True)

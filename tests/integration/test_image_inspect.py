@@ -35,6 +35,22 @@ def test_a_cached_image_by_tag_and_by_digest(sandbox, image_site):
     assert "format:       oci\n" in text and f"digest:       {pulled['digest']}\n" in text
 
 
+def test_a_cached_images_labels_are_shown(sandbox, image_site):
+    from hpcctl.sandbox.oci_push import Pusher, build_layer, image_config
+    from hpcctl.sandbox.test_images import LAYER_DIR, busybox_tree
+
+    layer = build_layer(busybox_tree(), LAYER_DIR / "busybox-bin.tar.gz", ["./bin"])
+    config = image_config(["PATH=/bin"], ["/bin/sh"])
+    config["config"]["Labels"] = {"org.opencontainers.image.title": "labelled", "maintainer": "hpcctl"}
+    Pusher(sandbox.registry).push_image("hpcctl-test/labelled", "v1", [layer], config)
+    ref = f"{sandbox.registry}/hpcctl-test/labelled:v1"
+    image_site.pull(ref)
+    found = json.loads(image_site.run("inspect", "--json", ref).stdout)
+    assert found["labels"] == {"org.opencontainers.image.title": "labelled", "maintainer": "hpcctl"}
+    assert image_site.run("inspect", ref).stdout.endswith(
+        "labels:       maintainer: hpcctl\n              org.opencontainers.image.title: labelled\n")
+
+
 def test_an_image_not_in_the_cache_is_one_line_and_nothing_is_pulled(sandbox, image_site):
     ref = f"{sandbox.registry}/hpcctl/busybox:latest"
     result = image_site.run("inspect", ref, check=False)
