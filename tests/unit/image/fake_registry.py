@@ -30,6 +30,7 @@ class FakeRegistry:
     user: str = "alice"
     password: str = "secret"
     corrupt: set = field(default_factory=set)  # digests served with a flipped byte
+    fail_puts: list = field(default_factory=list)  # statuses to answer PUTs (upload ends, manifests) with first
     log: list = field(default_factory=list)
 
     def add_blob(self, data: bytes) -> str:
@@ -127,6 +128,42 @@ class FakeRegistry:
                     self.connection.shutdown(2)
                     return
                 return self._send(status, body, head=head)
+
+            def _upload_prologue(self) -> bool:
+                """Log, answer a queued failure or an auth challenge (draining the body); True to go on."""
+                registry.log.append((self.command, self.path))
+                body_length = int(self.headers.get("Content-Length") or 0)
+                self.upload = self.rfile.read(body_length) if body_length else b""
+                failures = registry.fail_puts if self.command == "PUT" else registry.fail_next
+                if failures:
+                    self._send(failures.pop(0))
+                    return False
+                if not self._authorized():
+                    host = self.headers["Host"]
+                    challenge = ('Basic realm="fake"' if registry.auth == "basic" else
+                                 f'Bearer realm="http://{host}/token",service="fake"')
+                    self._send(401, headers={"WWW-Authenticate": challenge})
+                    return False
+                return True
+
+            def do_POST(self):  # start a blob upload: /v2/REPO/blobs/uploads/
+                if self._upload_prologue():
+                    self._send(202, headers={"Location": f"/upload/{len(registry.log)}?state=x"})
+
+            def do_PUT(self):  # finish an upload (/upload/N?state=x&digest=D) or store a manifest
+                if not self._upload_prologue():
+                    return
+                if self.path.startswith("/upload/"):
+                    digest = self.path.split("digest=", 1)[1].replace("%3A", ":")
+                    if digest_of(self.upload) != digest:
+                        return self._send(400)
+                    registry.blobs[digest] = self.upload
+                    return self._send(201)
+                parts = self.path.split("/")
+                repo, tag = "/".join(parts[2:-2]), parts[-1]
+                registry.manifests[(repo, tag)] = (self.headers["Content-Type"], self.upload)
+                registry.manifests[(repo, digest_of(self.upload))] = (self.headers["Content-Type"], self.upload)
+                return self._send(201)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
