@@ -17,6 +17,7 @@ own ``RUN`` (a ``cd`` or a loop spanning lines breaks), echoes a multi-line ``%r
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import re
@@ -153,13 +154,26 @@ def _build(path: Path, text: str, base: str, bodies: dict[str, list[str]], secti
             raise HpcctlError(f"{path}: %files line '{line}' has more than a source and a destination",
                               "write one 'SOURCE [DESTINATION]' per line, without spaces in the paths")
         source, dest = parts[0], parts[-1]
+        dest = dest if dest.startswith("/") else "/" + dest
+        name = f"files/{number}"
+        if any(c in source for c in "*?["):  # a pattern, as Apptainer's %files takes: its matches go into DEST/
+            if len(parts) == 1:
+                raise HpcctlError(f"{path}: %files pattern {source} has no destination",
+                                  "write the directory to copy the matches into after it")
+            matches = sorted(glob.glob(str(path.parent / source)))
+            if not matches:
+                raise HpcctlError(f"{path}: %files pattern {source} matches nothing",
+                                  "paths in %files are relative to the recipe's directory")
+            for match in matches:
+                context.add_path(f"{name}/{Path(match).name}", Path(match).resolve())
+            dockerfile.append(f"COPY {json.dumps([name + '/', dest.rstrip('/') + '/'])}")
+            continue
         local = (path.parent / source).resolve()
         if not local.exists():
             raise HpcctlError(f"{path}: %files source {source} does not exist ({local})",
                               "paths in %files are relative to the recipe's directory")
-        name = f"files/{number}"
         context.add_path(name, local)
-        dockerfile.append(f"COPY {json.dumps([name, dest if dest.startswith('/') else '/' + dest])}")
+        dockerfile.append(f"COPY {json.dumps([name, dest])}")
     context.add_bytes(".singularity.d/Singularity", text.encode(), 0o644)
     if "help" in bodies:
         context.add_bytes(".singularity.d/runscript.help", ("\n".join(bodies["help"]) + "\n").encode(), 0o644)

@@ -22,6 +22,7 @@ From: {registry}/hpcctl/busybox:latest
 
 %files
     data.txt /opt/data.txt
+    *.cfg /opt/conf
 
 %post
     mkdir -p /opt/out
@@ -80,6 +81,8 @@ def image_config(docker_host: str, name: str) -> dict:
 
 def test_a_def_recipe_is_built_pushed_and_run_as_apptainer_would(sandbox, tmp_path, docker_host):
     (tmp_path / "data.txt").write_text("from %files\n")
+    for name in ("a.cfg", "b.cfg"):
+        (tmp_path / name).write_text(f"{name} by pattern\n")
     recipe = tmp_path / "tool.def"
     recipe.write_text(DEF.format(registry=sandbox.registry))
     tag = f"{sandbox.registry}/hpcctl-test/def-build:{uuid.uuid4().hex[:8]}"
@@ -92,11 +95,13 @@ def test_a_def_recipe_is_built_pushed_and_run_as_apptainer_would(sandbox, tmp_pa
     work = sandbox.workdir()
     r = srun(sandbox, "-N2", "-n2", f"--container-image={tag}", NO_MPI, "sh", "-c",
              'echo "$GREETING|$PATH"; /.singularity.d/runscript a "b c"; cat /opt/out/steps.txt /opt/data.txt '
-             "/.singularity.d/runscript.help; ls /.hpcctl-post.sh 2>/dev/null; id -un", cwd=work, timeout=180)
+             "/opt/conf/*.cfg /.singularity.d/runscript.help; ls /.hpcctl-post.sh 2>/dev/null; id -un", cwd=work,
+             timeout=180)
     assert r.returncode == 0, r.stderr
     expected = ["hello from %environment|/opt/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 "runscript got: a b c", "runscript sees: hello from %environment",
-                "post line 1", "post line 2", "post saw GREETING=''", "from %files", "Prints its arguments.",
+                "post line 1", "post line 2", "post saw GREETING=''", "from %files", "a.cfg by pattern",
+                "b.cfg by pattern", "Prints its arguments.",
                 sandbox.user]
     assert sorted(r.stdout.splitlines()) == sorted(expected * 2)
 

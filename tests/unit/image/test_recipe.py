@@ -78,3 +78,14 @@ def test_a_sections_first_line_is_the_sections_even_when_it_looks_like_a_header(
     assert files.extractfile(".hpcctl-post.sh").read() == b"pip install bootstrap-utils\necho ok\n"
     assert files.extractfile(".singularity.d/runscript").read() == b'#!/bin/sh\n\necho "from: here"\n'
     assert files.extractfile(".singularity.d/runscript.help").read() == b"# usage: tool ARGS\n"
+
+
+def test_a_files_pattern_needs_a_destination_and_a_match(tmp_path):
+    with pytest.raises(HpcctlError, match=r"%files pattern \*\.cfg has no destination"):
+        convert(tmp_path, "Bootstrap: docker\nFrom: busybox\n%files\n    *.cfg\n")
+    with pytest.raises(HpcctlError, match=r"%files pattern \*\.cfg matches nothing"):
+        convert(tmp_path, "Bootstrap: docker\nFrom: busybox\n%files\n    *.cfg /opt/\n")
+    (tmp_path / "a.cfg").write_text("a")
+    c = convert(tmp_path, "Bootstrap: docker\nFrom: busybox\n%files\n    *.cfg /opt\n")
+    assert 'COPY ["files/0/", "/opt/"]' in c.dockerfile.splitlines()
+    assert tarfile.open(fileobj=c.context).extractfile("files/0/a.cfg").read() == b"a"
