@@ -90,7 +90,8 @@ def push(ref: ImageRef, credentials: Credentials | None, log: Callable[[str], No
     for chunk in client.api.push(f"{ref.registry}/{ref.repository}", tag=ref.tag, stream=True, decode=True,
                                  auth_config=auth):
         if "error" in chunk:
-            raise HpcctlError(f"pushing {docker_name(ref)} failed: {chunk['error'].strip()}",
+            first = (chunk["error"].strip().splitlines() or ["(no message)"])[0]
+            raise HpcctlError(f"pushing {docker_name(ref)} failed: {first}",
                               "check the registry's name, that it is up, and your credentials for it (docker login "
                               "or ~/.config/enroot/.credentials)")
         if chunk.get("status") and chunk.get("id") is None:
