@@ -9,6 +9,7 @@ import os
 import time
 
 from hpcctl.errors import HpcctlError
+from hpcctl.image import store_lock
 from hpcctl.image.cache import Entry, ImageCache
 from hpcctl.image.gc import GcResult
 from hpcctl.image.shared_store import TMP_GRACE_S, USE_TTL_S, SharedStore, live_jobs
@@ -30,18 +31,28 @@ def _live_records(store: SharedStore, key: str, jobs: set[str] | None) -> list[s
     return live
 
 
-def _converting(store: SharedStore, key: str) -> bool:
-    return (store.locks / f"{key}.lock").exists()
-
-
 def _try_remove(store: SharedStore, entry: Entry, jobs: set[str] | None, dry_run: bool) -> str:
-    """'' when the image was removed (or would be); else why it stays. The metadata is moved away first (no node
-    finds the image from then on), then the records are read: a node writes its record before it looks."""
-    if _converting(store, entry.key):
-        return "being converted"
+    """'' when the image was removed (or would be); else why it stays. GC holds the image's conversion lock
+    meanwhile, so a node that misses the image while its metadata is away waits instead of converting it again over
+    a file running jobs may use."""
+    lock = str(store.locks / f"{entry.key}.lock")
     if dry_run:
+        if os.path.exists(lock):
+            return "being converted"
         live = _live_records(store, entry.key, jobs)
         return f"in use on {', '.join(live)}" if live else ""
+    fd = store_lock.try_create(lock, f"gc on {store.node} pid {os.getpid()}")
+    if fd is None:
+        return "being converted"
+    try:
+        return _remove_unused(store, entry, jobs)
+    finally:
+        store_lock.release(lock, fd)
+
+
+def _remove_unused(store: SharedStore, entry: Entry, jobs: set[str] | None) -> str:
+    """The metadata is moved away first (no node finds the image from then on), then the records are read: a node
+    writes its record before it looks."""
     meta = store.images / f"{entry.key}.json"
     held = store.tmp / f"{entry.key}.gc.{os.getpid()}.json"
     try:
