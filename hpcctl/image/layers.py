@@ -17,6 +17,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from hpcctl.image.errors import DigestMismatch, RegistryError
 from hpcctl.image.registry import Registry
+from hpcctl.image.tarstream import widen_pipe
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -97,6 +98,7 @@ class LayerStore:
                 proc = subprocess.Popen(tool, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         bufsize=0)
                 feeder = threading.Thread(target=_feed, args=(blob, proc.stdin, hasher), daemon=True)
+            widen_pipe(proc.stdout.fileno())
             feeder.start()
             ok = False
             try:

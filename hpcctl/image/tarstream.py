@@ -1,5 +1,7 @@
 """A small streaming tar reader and writer for the flattener: headers parsed in Python, file data moved between
-pipes by the kernel (os.splice) so the bytes of an image never pass through the interpreter.
+pipes by the kernel (os.splice). Headers and small files are read ahead and written out in batches of READ_AHEAD
+bytes, so a layer of many small files costs a few system calls per batch rather than several per file; the data of
+larger files never passes through the interpreter.
 
 Reads ustar, POSIX pax (``x``/``g``) and GNU long names (``L``/``K``); GNU sparse files are refused. Writes ustar
 headers, preceded by a pax header when a name, link, size, id or xattr does not fit ustar.
@@ -7,6 +9,8 @@ headers, preceded by a pax header when a name, link, size, id or xattr does not 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import stat
@@ -15,6 +19,8 @@ from typing import BinaryIO, Iterator
 
 BLOCK = 512
 CHUNK = 1 << 20
+READ_AHEAD = 128 << 10  # bytes read from a pipe at once, and gathered before a write to a pipe
+PIPE_BYTES = 1 << 20  # the buffer of the pipes between decompressor, flattener and tar2sqfs (fs.pipe-max-size)
 REG, AREG, LNK, SYM, CHR, BLK, DIR, FIFO, CONT = b"0", b"\0", b"1", b"2", b"3", b"4", b"5", b"6", b"7"
 PAX, PAX_GLOBAL, GNU_LONGNAME, GNU_LONGLINK, GNU_SPARSE = b"x", b"g", b"L", b"K", b"S"
 
@@ -81,14 +87,24 @@ class TarReader:
         self._left = 0  # data + padding bytes of the current member not consumed yet
         self._data = 0  # data bytes of the current member
         self._global: dict = {}
+        self._ahead = b""  # read from fd, not consumed yet: from offset _used
+        self._used = 0
 
     def _read(self, n: int) -> bytes:
         if self.fd is not None:
-            parts, got = [], 0
+            have = len(self._ahead) - self._used
+            if have >= n:
+                self._used += n
+                return self._ahead[self._used - n:self._used]
+            parts, got = [self._ahead[self._used:]], have
+            self._ahead, self._used = b"", 0
             while got < n:
-                chunk = os.read(self.fd, n - got)
+                chunk = os.read(self.fd, max(n - got, READ_AHEAD))
                 if not chunk:
                     break
+                if got + len(chunk) > n:
+                    self._ahead, self._used = chunk, n - got
+                    chunk = chunk[:n - got]
                 parts.append(chunk)
                 got += len(chunk)
             return b"".join(parts)
@@ -104,6 +120,12 @@ class TarReader:
         data = self._read(n)
         if len(data) != n:
             raise TarFormatError(f"unexpected end of the archive in {what}")
+        return data
+
+    def take_ahead(self, n: int) -> bytes:
+        """Up to ``n`` bytes already read ahead (the rest is still in the pipe)."""
+        data = self._ahead[self._used:self._used + n]
+        self._used += len(data)
         return data
 
     def _skip(self, n: int) -> None:
@@ -164,7 +186,8 @@ class TarReader:
                 name=name, type=kind, mode=_number(header[100:108]) & 0o7777,
                 uid=int(records.get("uid", _number(header[108:116]))),
                 gid=int(records.get("gid", _number(header[116:124]))),
-                uname=records.get("uname", _decode(header[265:297])), gname=records.get("gname", _decode(header[297:329])),
+                uname=records.get("uname", _decode(header[265:297])),
+                gname=records.get("gname", _decode(header[297:329])),
                 mtime=int(float(records.get("mtime", _number(header[136:148])))), size=size, linkname=linkname,
                 xattrs={k[len("SCHILY.xattr."):]: v for k, v in records.items() if k.startswith("SCHILY.xattr.")})
             if kind in (REG, AREG) and member.name.endswith("/"):
@@ -192,18 +215,40 @@ class TarWriter:
         self.out = out
         self.fd = out.fileno() if isinstance(out, io.FileIO) else None
         self.pipe = self.fd is not None and stat.S_ISFIFO(os.fstat(self.fd).st_mode)
+        self._gathered: list[bytes] = []  # for a pipe: written at flush(), at the latest once READ_AHEAD is reached
+        self._gathered_bytes = 0
 
     def write(self, data: bytes) -> None:
         if self.fd is None:
             self.out.write(data)
             return
+        if self.pipe:
+            self._gathered.append(data)
+            self._gathered_bytes += len(data)
+            if self._gathered_bytes >= READ_AHEAD:
+                self.flush()
+            return
+        self._write_all(data)
+
+    def flush(self) -> None:
+        if self._gathered:
+            data = b"".join(self._gathered)
+            self._gathered, self._gathered_bytes = [], 0
+            self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
 
     def copy_from(self, reader: TarReader, size: int) -> None:
         left = size
-        if self.fd is not None and reader.fd is not None and (self.pipe or _is_pipe(reader.fd)):
+        ahead = reader.take_ahead(left)
+        if ahead:
+            self.write(ahead)
+            left -= len(ahead)
+        if left and self.fd is not None and reader.fd is not None and (self.pipe or _is_pipe(reader.fd)):
+            self.flush()
             while left:
                 moved = os.splice(reader.fd, self.fd, min(left, CHUNK))
                 if moved == 0:
@@ -220,6 +265,7 @@ class TarWriter:
     def copy_from_file(self, fd: int, offset: int, size: int) -> None:
         """Write ``size`` bytes of the regular file ``fd`` from ``offset`` as a member's data (and its padding)."""
         end = offset + size
+        self.flush()
         while offset < end:
             if self.fd is not None:
                 moved = os.sendfile(self.fd, fd, offset, min(end - offset, CHUNK))
@@ -263,11 +309,19 @@ class TarWriter:
 
     def end(self) -> None:
         self.write(b"\0" * (2 * BLOCK))
+        self.flush()
 
 
 def _signed_sum(header: bytes) -> int:
     """The checksum old tars wrote with signed chars."""
     return sum(b - 256 if b > 127 else b for b in header[:148] + header[156:]) + 256
+
+
+def widen_pipe(fd: int) -> None:
+    """Give a pipe PIPE_BYTES of buffer (64 KiB by default), so the processes on its ends wait on each other less;
+    where the system's or the user's pipe limits refuse, it keeps its size."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _is_pipe(fd: int) -> bool:

@@ -27,8 +27,8 @@ def run_demo(timeout: int = 300) -> str:
     output = work / "demo.out"
     cmd = ["runuser", "-u", L.TEST_USER, "--", "sbatch", "--wait", "--parsable", "--job-name=hpcctl-demo",
            f"--output={output}", "--gres=gpu:1", f"--container-image={IMAGE}", str(script)]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=timeout)
-    text = output.read_text() if output.exists() else ""
+    result = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", cwd=work, timeout=timeout)
+    text = output.read_text(errors="replace") if output.exists() else ""
     if result.returncode != 0:
         raise HpcctlError(f"demo job failed: {(result.stderr.strip() or text.strip()).splitlines()[-1:]}",
                           f"see {output} and `hpcctl sandbox status`")

@@ -53,7 +53,8 @@ def _munge_works() -> bool:
 
 
 def _node_states() -> dict[str, str]:
-    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True).stdout
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, encoding="utf-8",
+                         errors="replace").stdout
     return dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
 
 

@@ -90,6 +90,15 @@ def test_roundtrip_keeps_names_data_links_and_ids(fmt, via_pipes):
             assert members["näme-ütf8"].uid == 10_000_000
 
 
+def test_files_across_read_ahead_boundaries_keep_their_bytes_through_pipes():
+    sizes = [0, 1, 511, 512, 513, ts.READ_AHEAD - 513, ts.READ_AHEAD, ts.READ_AHEAD + 1, 3 * ts.READ_AHEAD + 7, 2]
+    files = [(f"f{i}", os.urandom(size)) for i, size in enumerate(sizes)]
+    out = roundtrip(make_tar(tarfile.PAX_FORMAT, [(info(name, size=len(data)), data) for name, data in files]),
+                    via_pipes=True)
+    with tarfile.open(fileobj=io.BytesIO(out)) as tf:
+        assert [(m.name, tf.extractfile(m).read()) for m in tf.getmembers()] == files
+
+
 def test_xattrs_survive():
     ti = info("f", size=1)
     ti.pax_headers = {"SCHILY.xattr.user.k": "v"}
