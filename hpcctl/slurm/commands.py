@@ -64,12 +64,18 @@ class CommandBackend:
         return Submission(job_id=job_id, cluster=cluster, argv=tuple(argv), message=message)
 
     def jobs(self, refs: list[str], mine: bool = False) -> list[JobInfo]:
-        """The jobs or array tasks named, in any state slurmctld still remembers; ``mine``: all are the caller's,
-        so slurmctld sends only the caller's jobs (one job alone is always fetched by itself)."""
-        if not refs:
-            return []
-        argv = ["squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}", "--jobs=" + ",".join(refs)]
-        result = run(argv + (["--me"] if mine and len(refs) > 1 else []))
+        """The jobs or array tasks named, in any state slurmctld still remembers. slurmctld sends a job asked for
+        alone by itself, and for several jobs every job (squeue filters them): so several of the caller's own jobs
+        (``mine``) are one call with --me, which makes slurmctld send only the caller's jobs, and other jobs are
+        asked for one by one."""
+        if mine and len(refs) > 1:
+            return self._squeue(refs, ("--me",))
+        found = {job.job_id: job for ref in dict.fromkeys(refs) for job in self._squeue([ref])}
+        return list(found.values())
+
+    def _squeue(self, refs: list[str], extra: tuple[str, ...] = ()) -> list[JobInfo]:
+        result = run(["squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}", "--jobs=" + ",".join(refs),
+                      *extra])
         if result.returncode != 0:
             if "Invalid job id" in result.stderr:  # a single job slurmctld no longer knows
                 return []
