@@ -52,6 +52,9 @@ def test_another_users_job_with_bytes_that_are_not_utf8_breaks_nothing(sandbox, 
     assert shown.returncode == 0 and shown.stderr == b"", shown.stderr
     assert shown.stdout.splitlines()[1].split() == [foreign_job.encode(), NOT_UTF8, b"PENDING", b"0:0",
                                                     b"JobHeldUser"]
+    both = subprocess.run([*as_user, *hpcctl_cmd("status", job_id, foreign_job)], capture_output=True, cwd=work)
+    assert [line.split()[:3] for line in both.stdout.splitlines()[1:]] == [
+        [job_id.encode(), b"mine", b"COMPLETED"], [foreign_job.encode(), NOT_UTF8, b"PENDING"]], both.stderr
     as_json = json.loads(subprocess.run([*as_user, *hpcctl_cmd("status", foreign_job, "--json")],
                                         capture_output=True, cwd=work, check=True).stdout)
     [job] = as_json[foreign_job]
