@@ -5,6 +5,7 @@ served. Registry traffic is counted in the registries' own access logs."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -38,8 +39,10 @@ def cached_on(image: cold_image.ColdImage) -> list[str]:
 
 
 def partitions() -> dict[str, str]:
-    out = subprocess.run(["sinfo", "-h", "-o", "%R %D"], capture_output=True, text=True, check=True).stdout
-    return dict(line.split() for line in out.splitlines())
+    """{partition: its node count} (sinfo would print a line per node state)."""
+    out = subprocess.run(["scontrol", "show", "partition", "-o"], capture_output=True, text=True, check=True).stdout
+    return {re.search(r"PartitionName=(\S+)", line)[1]: re.search(r"TotalNodes=(\d+)", line)[1]
+            for line in out.splitlines()}
 
 
 def test_sandbox_up_keeps_its_node_count_and_refuses_one_it_cannot_run(sandbox):
