@@ -45,10 +45,11 @@ def push_cold(registry: str, repo: str, payload_mb: int = 1, username: str | Non
 
 
 def point_plugin_at(site: Path) -> None:
-    """plugstack.conf's site= for the jobs started from now on. Other tests (and `sandbox up`) rewrite that file
-    too: call it right before each job."""
-    words = PLUGSTACK.read_text().split()
-    PLUGSTACK.write_text(" ".join(f"site={site}" if word.startswith("site=") else word for word in words) + "\n")
+    """The sandbox's plugstack.conf line with ``site=`` for the jobs started from now on (no other argument: another
+    test's temporary ones are not carried on). Other tests and `sandbox up` rewrite that file too: call it right
+    before each job."""
+    from hpcctl.sandbox.plugin import plugstack_line
+    PLUGSTACK.write_text(plugstack_line().replace(f"site={L.SITE_FILE}", f"site={site}"))
 
 
 def shared_entries() -> list[dict]:
