@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -208,11 +209,18 @@ def test_a_sif_for_another_architecture_is_refused(sandbox, work):
         f"the .sif is built for 386, this node is {sif.node_arch()} (use an image built for {sif.node_arch()})"))
 
 
-def test_a_sif_the_user_cannot_read_is_refused_before_anything_is_mounted(sandbox, work, app):
-    private = work / "private"
-    private.mkdir()
-    path = Path(shutil.copy(app, private / "root-only.sif"))
-    os.chmod(path, 0o600)  # root's file in the user's directory: root could read it, the user cannot
+@pytest.fixture
+def root_only_dir():
+    """Outside the tests' work directories, which each new one chowns to the user."""
+    path = Path(tempfile.mkdtemp(prefix="hpcctl-sif-", dir="/srv"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_a_sif_the_user_cannot_read_is_refused_before_anything_is_mounted(sandbox, work, app, root_only_dir):
+    path = Path(shutil.copy(app, root_only_dir / "root-only.sif"))
+    os.chmod(path, 0o600)  # root could read it, the user cannot
     assert refused(sandbox, work, path) == (f"srun: error: --container-image: {path} is not readable by you "
                                             "(pass a squashfs file that exists on the compute nodes and that you "
                                             "can read)")
