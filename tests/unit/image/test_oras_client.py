@@ -12,6 +12,7 @@ import pytest
 from fake_registry import OCI_MANIFEST, digest_of
 
 from hpcctl.image import api, oras
+from hpcctl.image import sif as sif_module
 from hpcctl.image.credentials import Credentials
 from hpcctl.image.errors import RegistryError
 from hpcctl.image.progress import Progress
@@ -74,3 +75,14 @@ def test_a_container_image_is_refused_as_oras_and_a_sif_artifact_as_a_container_
     with pytest.raises(RegistryError, match=r"is a \.sif stored as an ORAS artifact, not a container image"):
         api.ensure(f"{fake_registry.host}/me/tool:v1", site)
     assert not list((Path(site.cache.root) / "images").glob("*.json"))
+
+
+def test_a_sif_for_another_architecture_is_pushed_but_not_run_here(fake_registry, site, tmp_path):
+    other = "arm64" if sif_module.node_arch() != "arm64" else "amd64"
+    sif = write(tmp_path / "other.sif", [partition(SQUASHFS, arch=other)], arch=other)
+    oras.push(sif, pusher(fake_registry, "me/other"), "v1", Progress(False))
+    ref = f"oras://{fake_registry.host}/me/other:v1"
+    with pytest.raises(sif_module.BadSif, match=rf"^{ref}: the .sif is built for {other}, this node is "):
+        api.ensure(ref, site)
+    assert not list((Path(site.cache.root) / "images").glob("*.json"))
+    assert not list((Path(site.cache.root) / "tmp").iterdir())
