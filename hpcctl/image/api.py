@@ -80,6 +80,11 @@ def resolve(ref: str, site: SiteConfig, *, uid: int | None = None) -> Resolved:
         return Resolved(reference=str(parsed), digest=image_id, pinned=f"dockerd://{image_id}")
     if parsed.digest:
         return Resolved(parsed.canonical, parsed.digest, str(parsed))
+    if parsed.oras:  # the manifest instead of its digest alone (one request too): a wrong scheme is refused here,
+        from hpcctl.image import oras  # at submit, not by every node of the job
+        manifest = registry_for(parsed, site, uid).manifest(parsed.tag)
+        oras.sif_layer(manifest, str(parsed))
+        return Resolved(parsed.canonical, manifest.digest, str(parsed.pinned(manifest.digest)))
     digest = _tag_digest(registry_for(parsed, site, uid), parsed)
     pinned = parsed.pinned(digest)
     return Resolved(parsed.canonical, digest, str(pinned))

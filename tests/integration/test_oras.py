@@ -125,13 +125,23 @@ def test_a_corrupted_blob_is_refused_by_its_digest_and_nothing_is_cached(sandbox
     assert not [image for image in json.loads(r.stdout or "[]") if image["reference"].startswith(ref)]
 
 
-def test_a_container_image_is_not_an_oras_sif_whether_or_not_it_is_cached(sandbox):
+def test_a_container_image_is_not_an_oras_sif_at_submit_nor_from_a_nodes_cache(sandbox):
     ref = f"oras://{sandbox.registry}/hpcctl/busybox:latest"
-    for node in ("n1", "n2"):  # one node may hold it in its cache (as a container image), the other not
-        r = srun(sandbox, "-w", node, f"--container-image={ref}", NO_MPI, "true", cwd=sandbox.workdir(), timeout=180)
-        assert r.returncode != 0
-        [line] = [line for line in r.stderr.splitlines() if line.startswith("hpcctl: error:")]  # the node's line
-        assert line.startswith(f"hpcctl: error: {ref}@sha256:") and "is not a SIF pushed as an ORAS artifact: " in line
+    r = srun(sandbox, f"--container-image={ref}", NO_MPI, "true", cwd=sandbox.workdir(), timeout=180)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [  # pinning the tag at submit reads the manifest: refused there
+        f"srun: error: {ref} is not a SIF pushed as an ORAS artifact: its manifest has "
+        "application/vnd.oci.image.layer.v1.tar+gzip, application/vnd.oci.image.layer.v1.tar+gzip, not one layer of "
+        "application/vnd.sylabs.sif.layer.v1.sif (pull a container image without oras://; push a .sif with "
+        "`hpcctl image push` or `apptainer push`)"]
+    digest = json.loads(hpcctl("image", "resolve", "--json", ref.removeprefix("oras://")).stdout)["digest"]
+    hpcctl("image", "pull", "--node", "n1", f"{ref.removeprefix('oras://')}@{digest}")
+    # pinned by digest, it reaches the node, where the cached container image is not handed out for it
+    r = srun(sandbox, "-w", "n1", f"--container-image={ref}@{digest}", NO_MPI, "true", cwd=sandbox.workdir(),
+             timeout=180)
+    assert r.returncode != 0
+    [line] = [line for line in r.stderr.splitlines() if line.startswith("hpcctl: error:")]  # the node's line
+    assert line.startswith(f"hpcctl: error: {ref}@sha256:") and "is not a SIF pushed as an ORAS artifact: " in line
     r = hpcctl("image", "pull", "--node", "n1", ref)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
