@@ -174,7 +174,7 @@ def test_the_squashfs_holds_what_docker_export_holds(built_image, docker, tmp_pa
 
 
 def test_hpcctl_run_and_srun_of_the_image_run_perl(sandbox, built_image):
-    run = sandbox.run([sys.executable, "-m", "hpcctl", "run", built_image, "perl", "-v"],
+    run = sandbox.run([sys.executable, "-m", "hpcctl", "run", "--node", "n1", built_image, "perl", "-v"],
                       env={"SUDO_USER": sandbox.user}, check=False, timeout=120, cwd=sandbox.workdir())
     assert run.returncode == 0 and "This is perl 5" in run.stdout, run.stderr
     job = srun(sandbox, f"--container-image={built_image}", NO_MPI, "perl", "-v", cwd=sandbox.workdir())

@@ -14,8 +14,9 @@ __all__ = ["entrypoint_image", "image", "work"]  # module fixtures
 
 
 def nodes_are_up(sandbox) -> bool:
-    """Both slurmd answer (no '*' for not responding) and neither node went down or drained."""
-    out = sandbox.run(["sinfo", "-h", "-N", "-o", "%N %t"]).stdout.split()
+    """Both slurmd of the debug partition answer (no '*' for not responding) and neither node went down or
+    drained."""
+    out = sandbox.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"]).stdout.split()
     states = dict(zip(out[0::2], out[1::2]))
     return set(states) == {"n1", "n2"} and not any(
         s.endswith("*") or s.startswith(("down", "drain", "fail", "unk")) for s in states.values())

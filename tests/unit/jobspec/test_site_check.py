@@ -39,7 +39,8 @@ def test_unknown_partition_mount_policy_and_mpi_flavour():
     text = ("name: x\ncommand: echo\nresources:\n  partition: gpu\nimage: busybox\ncontainer:\n"
             "  mounts: [/etc/passwd:/p, /home/u/data:/data:ro, /root]\nmpi: {flavour: mpich}\n")
     assert site_problems(text) == [
-        "job.yaml:4: resources.partition: partition 'gpu' does not exist on cluster 'sandbox' (use one of: debug)",
+        "job.yaml:4: resources.partition: partition 'gpu' does not exist on cluster 'sandbox' (use one of: debug, "
+        "scale)",
         "job.yaml:7: container.mounts[0]: mounting /etc/passwd is not allowed: /etc is reserved by the site "
         "(mount a directory outside /etc, /var/spool/slurmd, /var/lib/hpcctl, /run/munge, /proc, /sys, /root)",
         "job.yaml:7: container.mounts[2]: mounting /root is not allowed: /root is reserved by the site "

@@ -92,7 +92,7 @@ def test_spec_limits_and_user_defaults_checked_together(env, tmp_path):
     assert result.returncode == 2
     assert result.stderr == (f"hpcctl: error: {EXAMPLES / 'gpu.yaml'}:5: resources.partition: partition 'gpu' "
                              "does not exist on cluster 'sandbox' (your config default: `hpcctl config show`) "
-                             f"(use one of: debug) (site config: {REPO / 'site-configs' / 'sandbox.yaml'})\n")
+                             f"(use one of: debug, scale) (site config: {REPO / 'site-configs' / 'sandbox.yaml'})\n")
 
 
 def test_dry_run_warns_about_inherited_sbatch_variables(env):
