@@ -104,11 +104,12 @@ def forget(image: cold_image.ColdImage, site_file: Path) -> None:
     nodes, shared = entries_of(image.digest)
     if nodes or shared:
         print(f"  note: could not remove {image.digest[:19]} from {nodes or 'the shared store'}", file=sys.stderr)
-    for storage in (L.STATE_DIR / "registry", L.STATE_DIR / "registry-mirror"):
-        shutil.rmtree(storage / "docker/registry/v2/repositories" / BENCH_REPO, ignore_errors=True)
-        for blob in image.blobs:
-            hexdigest = blob.split(":", 1)[1]
-            shutil.rmtree(storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest, ignore_errors=True)
+    storage = L.STATE_DIR / "registry"
+    shutil.rmtree(storage / "docker/registry/v2/repositories" / BENCH_REPO, ignore_errors=True)
+    for blob in image.blobs:
+        hexdigest = blob.split(":", 1)[1]
+        shutil.rmtree(storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest, ignore_errors=True)
+        registry.mirror_cache_file(BENCH_REPO, blob).unlink(missing_ok=True)
 
 
 def plugin_reads_site_file() -> bool:

@@ -42,7 +42,7 @@ REGISTRY = "127.0.0.1:5000"
 AUTH_REGISTRY = "127.0.0.1:5001"
 AUTH_USER = "sandbox"
 AUTH_PASSWORD = "sandbox-secret"
-MIRROR = "127.0.0.1:5002"  # Debian's docker-registry in proxy mode in front of REGISTRY
+MIRROR = "127.0.0.1:5002"  # a pull-through blob cache (nginx) in front of REGISTRY
 
 
 def host() -> str:

@@ -12,7 +12,7 @@ PACKAGES = (
     "slurmctld", "slurmd", "slurm-client", "munge", "libslurm-dev", "libpmix-dev", "openmpi-bin", "libopenmpi-dev",
     "gcc", "make", "libc6-dev", "libjansson-dev",
     # registry and image tooling
-    "docker-registry", "apache2-utils", "debootstrap", "busybox-static",
+    "docker-registry", "nginx-light", "apache2-utils", "debootstrap", "busybox-static",
     "squashfs-tools", "squashfs-tools-ng", "squashfuse", "fuse-overlayfs", "zstd", "pigz",
     # a real Docker daemon for the dockerd:// image source test (started by the test itself, on its own socket)
     "docker.io",
