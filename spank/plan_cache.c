@@ -89,14 +89,21 @@ static char *stepd_socket_prefix(long pid, long jobid, long stepid)
     return found ? found : strdup("");
 }
 
+/* What names a file's version, as hpcctl/plugin/warm.py records it: [device, inode, size, mtime in ns]; null when
+ * it is missing. */
+static json_t *file_id(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return json_null();
+    return json_pack("[I,I,I,I]", (json_int_t)st.st_dev, (json_int_t)st.st_ino, (json_int_t)st.st_size,
+                     (json_int_t)(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec));
+}
+
 char *plan_cache_key(json_t *input, const char *site, char *const *extra, int nextra)
 {
     json_t *job = json_object_get(input, "job");
-    struct stat st;
-    json_t *site_id = stat(site, &st) ? json_null()
-                                      : json_pack("[I,I,I,I]", (json_int_t)st.st_dev, (json_int_t)st.st_ino,
-                                                  (json_int_t)st.st_size,
-                                                  (json_int_t)(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec));
+    json_t *site_id = file_id(site);
     json_t *args = json_array();
     for (int i = 0; i < nextra; i++)
         json_array_append_new(args, json_string(extra[i]));
@@ -149,13 +156,9 @@ static int deps_hold(json_t *deps)
     json_array_foreach(deps, i, dep) {
         const char *path = json_string_value(json_array_get(dep, 0));
         json_t *was = json_array_get(dep, 1);
-        struct stat st;
         if (!path)
             return 0;
-        if (stat(path, &st))
-            return json_is_null(was) ? 1 : 0;
-        json_t *now = json_pack("[I,I,I,I]", (json_int_t)st.st_dev, (json_int_t)st.st_ino, (json_int_t)st.st_size,
-                                (json_int_t)(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec));
+        json_t *now = file_id(path);
         int same = now && json_equal(now, was);
         json_decref(now);
         if (!same)
