@@ -156,3 +156,15 @@ def test_steps_with_a_users_mounts_or_image_file_are_never_kept(sandbox, place, 
     assert step(sandbox, place, "-w", "n1", f"--container-image={image}", f"--container-mounts={place}:/data",
                 command="ls /data >/dev/null && cat /etc/marker") == MARKER
     assert entries(place) == {}
+
+
+def test_a_kept_gpu_reply_gives_no_gpu_to_a_step_that_only_names_it(sandbox, place, registry_image):
+    """Attack: a GPU step's reply is kept; a later step with no GPU copies the GPU variables into its environment
+    (same key, same recorded variables). The shim asks the step's device cgroup again, which refuses the device, so
+    the core builds the step anew and it gets no GPU."""
+    args = ["-w", "n1", f"--container-image={registry_image}:v1"]
+    granted = step(sandbox, place, *args, "--gres=gpu:1", command="echo $SLURM_STEP_GPUS")
+    assert granted.isdigit(), granted
+    claimed = f"--export=ALL,SLURM_STEP_GPUS={granted},SLURM_JOB_GPUS={granted},CUDA_VISIBLE_DEVICES={granted}"
+    devices = step(sandbox, place, *args, claimed, command="ls /dev; echo GPUS=$SLURM_STEP_GPUS")
+    assert not [name for name in devices.split() if name.startswith("nvidia")], devices
